@@ -46,6 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, metavar="RUNDIR")
     _add_common(train)
 
+    sweep = commands.add_parser("sweep", help="short trainings over crop margins and input formats, scored on val")
+    sweep.add_argument("--data", action="append", metavar="FORMAT:PATH", help=DATA_HELP)
+    sweep.add_argument("--arch", default="mini_xception", choices=("mini_xception", "plain_cnn", "mobilenet_v2"))
+    sweep.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.2, 0.4])
+    sweep.add_argument("--colours", nargs="+", default=["rgb"], choices=("rgb", "grey"))
+    sweep.add_argument("--sizes", type=int, nargs="+", default=[64])
+    sweep.add_argument("--box", action="store_true", help="also try the detector box's own aspect (not square)")
+    sweep.add_argument("--epochs", type=int, default=4)
+    sweep.add_argument("--limit", type=int, default=12000, help="images per split (%(default)s)")
+    sweep.add_argument("--seed", type=int, default=1337)
+    sweep.add_argument("--out", type=Path, required=True, metavar="DIR")
+    _add_common(sweep)
+
     evaluate = commands.add_parser("evaluate", help="figures, plots and the model card for a checkpoint")
     evaluate.add_argument("checkpoint", type=Path, help="a .keras checkpoint written by train")
     evaluate.add_argument("--out", type=Path, default=None, help="report folder (default: beside the checkpoint)")
@@ -68,6 +81,15 @@ def main(argv: list[str] | None = None) -> int:
         return _prepare(args)
     if args.command == "train":
         return _train(args)
+    if args.command == "sweep":
+        from training.sweep import sweep
+        from training.train import TrainConfig
+
+        base = TrainConfig(data=args.data or ["shared"], arch=args.arch, epochs=args.epochs, limit=args.limit,
+                           seed=args.seed, patience=args.epochs, cache_dir=str(args.cache_dir),
+                           shared_dir=str(args.shared_dir), workers=args.workers)
+        sweep(base, args.out, args.margins, args.colours, args.sizes, [True, False] if args.box else [True])
+        return 0
     if args.command == "evaluate":
         from training.evaluate import evaluate_checkpoint
 

@@ -1,0 +1,171 @@
+"""Export a Keras checkpoint to ONNX with tf2onnx, prove parity on real faces, write the metadata."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.preprocess import CropSpec
+from training import tf_env
+
+tf_env.configure()
+
+import keras  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf2onnx  # noqa: E402
+
+from training.datasets import LABELS  # noqa: E402
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "probabilities"
+MAX_PARITY_DIFF = 1e-4
+MAX_OPSET = 18
+METADATA_SCHEMA = 1
+
+
+class ParityError(RuntimeError):
+    """The ONNX model does not reproduce the Keras model's outputs."""
+
+
+def run_dir_files(checkpoint: Path) -> dict[str, Any]:
+    """Read what train and evaluate wrote beside a checkpoint (config, data report, evaluation)."""
+    found: dict[str, Any] = {}
+    for key in ("config", "data", "evaluation"):
+        path = checkpoint.parent / f"{key}.json"
+        if path.is_file():
+            found[key] = json.loads(path.read_text())
+    return found
+
+
+def crop_spec_of(run: dict[str, Any], model: keras.Model) -> CropSpec:
+    """The crop spec the checkpoint was trained with (from config.json), else one matching its input."""
+    config = run.get("config")
+    if config is not None:
+        return CropSpec(size=config["size"], colour=config["colour"], margin=config["margin"], square=config["square"])
+    _, size, _, channels = model.input_shape
+    return CropSpec(size=size, colour="rgb" if channels == 3 else "grey")
+
+
+def convert(model: keras.Model, opset: int = 17) -> onnx.ModelProto:
+    """Convert with a named, batch-dynamic NHWC float32 input and a named probabilities output."""
+    if opset > MAX_OPSET:
+        raise ValueError(f"opset {opset} is above {MAX_OPSET}, the highest tf2onnx 1.17 supports")
+    spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=INPUT_NAME),)
+    model_proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    output = model_proto.graph.output[0]
+    if output.name != OUTPUT_NAME:
+        for node in model_proto.graph.node:
+            node.output[:] = [OUTPUT_NAME if name == output.name else name for name in node.output]
+        output.name = OUTPUT_NAME
+    onnx.checker.check_model(model_proto)
+    return model_proto
+
+
+def check_parity(model: keras.Model, onnx_bytes: bytes, faces: npt.NDArray[np.float32]) -> float:
+    """Run both models on the same faces; raise ParityError if any output differs by more than 1e-4."""
+    if len(faces) == 0:
+        raise ParityError("no faces to check parity on")
+    expected = model.predict(faces, batch_size=64, verbose=0)
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: faces})[0]
+    diff = float(np.max(np.abs(expected - got)))
+    if not diff <= MAX_PARITY_DIFF:
+        raise ParityError(f"ONNX differs from Keras by {diff:.2e} (limit {MAX_PARITY_DIFF:.0e}) on {len(faces)} faces")
+    return diff
+
+
+def build_metadata(
+    model: keras.Model, spec: CropSpec, run: dict[str, Any], name: str, version: str, opset: int
+) -> dict[str, Any]:
+    """Everything the service needs to use the model, and what the card says about it."""
+    evaluation = run.get("evaluation", {})
+    config = run.get("config", {})
+    return {
+        "schema": METADATA_SCHEMA,
+        "name": name,
+        "version": version,
+        "architecture": model.name,
+        "parameters": int(model.count_params()),
+        "opset": opset,
+        "input": {
+            "name": INPUT_NAME,
+            "shape": [None, *spec.shape],
+            "layout": "NHWC",
+            "dtype": "float32",
+            "colour": spec.colour,
+            "size": spec.size,
+            "normalisation": {"scale": spec.scale, "offset": spec.offset, "formula": "pixel * scale + offset"},
+            "crop": {"margin": spec.margin, "square": spec.square, "outside": "black"},
+        },
+        "output": {"name": OUTPUT_NAME, "kind": "softmax"},
+        "labels": list(LABELS),
+        "temperature": float(evaluation.get("temperature", 1.0)),
+        "calibration": "p = softmax(log(probabilities) / temperature)",
+        "detector": config.get("detector", "ssd"),
+        "training": {
+            "data": config.get("data"),
+            "epochs": config.get("epochs"),
+            "seed": config.get("seed"),
+            "splits": {k: v for k, v in run.get("data", {}).items() if k in ("train", "val", "test")},
+        },
+        "evaluation": evaluation.get("summary", {}),
+        "card": "MODEL_CARD.md",
+    }
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    out: Path,
+    name: str | None = None,
+    version: str | None = None,
+    opset: int = 17,
+    parity_faces: npt.NDArray[np.float32] | None = None,
+) -> dict[str, Any]:
+    """Write ``out`` (.onnx) and ``out`` with .json beside it; return the metadata."""
+    model = keras.models.load_model(checkpoint, compile=False)
+    run = run_dir_files(checkpoint)
+    spec = crop_spec_of(run, model)
+    if parity_faces is None:
+        parity_faces = _validation_faces(run, spec)
+    name = name or f"gender-{model.name.replace('_', '-')}"
+    version = version or dt.date.today().isoformat().replace("-", ".")
+    metadata = build_metadata(model, spec, run, name, version, opset)
+
+    model_proto = convert(model, opset)
+    for key, value in metadata.items():
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    model_proto.producer_name = "facegender"
+    onnx_bytes = model_proto.SerializeToString()
+    diff = check_parity(model, onnx_bytes, parity_faces)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(onnx_bytes)
+    metadata["sha256"] = hashlib.sha256(onnx_bytes).hexdigest()
+    metadata["size_bytes"] = len(onnx_bytes)
+    metadata["parity"] = {"faces": len(parity_faces), "max_abs_diff": diff}
+    out.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
+    print(f"wrote {out} ({len(onnx_bytes) / 1024:.0f} KiB) and {out.with_suffix('.json')}; "
+          f"parity on {len(parity_faces)} faces: max |diff| {diff:.1e}")
+    return metadata
+
+
+def _validation_faces(run: dict[str, Any], spec: CropSpec, count: int = 256) -> npt.NDArray[np.float32]:
+    """Real faces from the run's validation split, cut with the serving crop."""
+    from training.train import TrainConfig, load_samples, load_split_data
+
+    config = run.get("config")
+    if config is None:
+        raise ParityError("no config.json beside the checkpoint, so no validation faces to check parity on")
+    train_config = TrainConfig(**config)
+    samples = [s for s in load_samples(train_config) if s.split == "val"]
+    data, _ = load_split_data(samples, train_config, limit=count)
+    return data["val"].x
