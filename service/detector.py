@@ -74,8 +74,8 @@ def _clip_box(x0: float, y0: float, x1: float, y1: float, width: int, height: in
     aspect = (x1 - x0) / (y1 - y0)
     if not MIN_ASPECT <= aspect <= MAX_ASPECT:
         return None
-    bx, by = int(round(cx0)), int(round(cy0))
-    bw, bh = int(round(cx1)) - bx, int(round(cy1)) - by
+    bx, by = round(cx0), round(cy0)
+    bw, bh = round(cx1) - bx, round(cy1) - by
     if bw < 1 or bh < 1:
         return None
     return Box(bx, by, bw, bh)

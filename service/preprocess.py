@@ -76,8 +76,8 @@ def crop_region(box: Box, spec: CropSpec) -> tuple[int, int, int, int]:
     else:
         half_w = box.width * (1.0 + 2.0 * spec.margin) / 2.0
         half_h = box.height * (1.0 + 2.0 * spec.margin) / 2.0
-    x0, y0 = int(round(cx - half_w)), int(round(cy - half_h))
-    x1, y1 = int(round(cx + half_w)), int(round(cy + half_h))
+    x0, y0 = round(cx - half_w), round(cy - half_h)
+    x1, y1 = round(cx + half_w), round(cy + half_h)
     return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
@@ -95,9 +95,7 @@ def crop_face(image_bgr: npt.NDArray[np.uint8], box: Box, spec: CropSpec) -> npt
     if any(pad):
         inner = cv2.copyMakeBorder(inner, *pad, borderType=cv2.BORDER_CONSTANT, value=(0, 0, 0))
     shrinking = inner.shape[0] > spec.size
-    resized = cv2.resize(
-        inner, (spec.size, spec.size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    )
+    resized = cv2.resize(inner, (spec.size, spec.size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     if spec.colour == "grey":
         return cv2.cvtColor(resized, cv2.COLOR_BGR2GRAY)[:, :, np.newaxis]
     return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
@@ -110,9 +108,7 @@ def to_model_input(crops: npt.NDArray[np.uint8], spec: CropSpec) -> npt.NDArray[
     return crops.astype(np.float32) * np.float32(spec.scale) + np.float32(spec.offset)
 
 
-def preprocess_faces(
-    image_bgr: npt.NDArray[np.uint8], boxes: list[Box], spec: CropSpec
-) -> npt.NDArray[np.float32]:
+def preprocess_faces(image_bgr: npt.NDArray[np.uint8], boxes: list[Box], spec: CropSpec) -> npt.NDArray[np.float32]:
     """Turn every face box of one image into one model batch."""
     if not boxes:
         return np.zeros((0, *spec.shape), dtype=np.float32)

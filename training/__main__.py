@@ -19,8 +19,12 @@ DATA_HELP = (
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="extracted data and crop cache (%(default)s)")
-    parser.add_argument("--shared-dir", type=Path, default=DEFAULT_SHARED, help="folder of the shared archives (%(default)s)")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=DEFAULT_CACHE, help="extracted data and crop cache (%(default)s)"
+    )
+    parser.add_argument(
+        "--shared-dir", type=Path, default=DEFAULT_SHARED, help="folder of the shared archives (%(default)s)"
+    )
     parser.add_argument("--workers", type=int, default=None, help="detector processes (default: one per core)")
 
 
@@ -36,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--arch", default="mini_xception", choices=("mini_xception", "plain_cnn", "mobilenet_v2"))
     train.add_argument("--size", type=int, default=64, help="input side in pixels (%(default)s)")
     train.add_argument("--colour", default="rgb", choices=("rgb", "grey"))
-    train.add_argument("--margin", type=float, default=0.2, help="crop margin per side, fraction of the box (%(default)s)")
+    train.add_argument(
+        "--margin", type=float, default=0.2, help="crop margin per side, fraction of the box (%(default)s)"
+    )
     train.add_argument("--epochs", type=int, default=20)
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--learning-rate", type=float, default=2e-3)
@@ -85,9 +91,17 @@ def main(argv: list[str] | None = None) -> int:
         from training.sweep import sweep
         from training.train import TrainConfig
 
-        base = TrainConfig(data=args.data or ["shared"], arch=args.arch, epochs=args.epochs, limit=args.limit,
-                           seed=args.seed, patience=args.epochs, cache_dir=str(args.cache_dir),
-                           shared_dir=str(args.shared_dir), workers=args.workers)
+        base = TrainConfig(
+            data=args.data or ["shared"],
+            arch=args.arch,
+            epochs=args.epochs,
+            limit=args.limit,
+            seed=args.seed,
+            patience=args.epochs,
+            cache_dir=str(args.cache_dir),
+            shared_dir=str(args.shared_dir),
+            workers=args.workers,
+        )
         sweep(base, args.out, args.margins, args.colours, args.sizes, [True, False] if args.box else [True])
         return 0
     if args.command == "evaluate":
@@ -109,8 +123,10 @@ def _prepare(args: argparse.Namespace) -> int:
         samples = load_extracted(folder)
         records = detect_samples(samples, args.cache_dir, workers=args.workers)
         status = Counter(records[str(s.path)].status for s in samples)
-        print(f"{folder.name}: {len(samples)} images, {status.get('ok', 0)} with a face, "
-              f"{status.get('no_face', 0)} without (left out), {status.get('unreadable', 0)} unreadable")
+        print(
+            f"{folder.name}: {len(samples)} images, {status.get('ok', 0)} with a face, "
+            f"{status.get('no_face', 0)} without (left out), {status.get('unreadable', 0)} unreadable"
+        )
     return 0
 
 

@@ -148,9 +148,7 @@ def load_celeba(root: Path) -> list[Sample]:
     return samples
 
 
-def load_imdb_wiki(
-    mat_path: Path, min_face_score: float = 1.0, max_second_face_score: float = 0.0
-) -> list[Sample]:
+def load_imdb_wiki(mat_path: Path, min_face_score: float = 1.0, max_second_face_score: float = 0.0) -> list[Sample]:
     """IMDB-WIKI ``imdb.mat`` / ``wiki.mat`` metadata; images are resolved beside the .mat file.
 
     Samples without gender (NaN) are dropped, as are images whose face_score is below
@@ -176,7 +174,7 @@ def load_imdb_wiki(
             continue
         if not math.isnan(second_scores[i]) and second_scores[i] > max_second_face_score:
             continue
-        x0, y0, x1, y1 = (int(round(v)) for v in locations[i].ravel()[:4])
+        x0, y0, x1, y1 = (round(v) for v in locations[i].ravel()[:4])
         samples.append(
             Sample(
                 path=mat_path.parent / str(paths[i][0]),
@@ -205,7 +203,9 @@ def assign_splits(samples: Iterable[Sample], val: float = 0.1, test: float = 0.1
         if sample.split is not None:
             out.append(sample)
             continue
-        key = f"{sample.source}:person:{sample.person_id}" if sample.person_id else f"{sample.source}:{sample.path.name}"
+        key = (
+            f"{sample.source}:person:{sample.person_id}" if sample.person_id else f"{sample.source}:{sample.path.name}"
+        )
         u = _unit_hash(key)
         split = "test" if u < test else "val" if u < test + val else "train"
         out.append(replace(sample, split=split))

@@ -17,6 +17,8 @@ from training import tf_env
 
 tf_env.configure()
 
+import itertools
+
 import keras  # noqa: E402
 from scipy.optimize import minimize_scalar  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
@@ -54,7 +56,7 @@ def expected_calibration_error(probs: npt.NDArray[np.float64], y: npt.NDArray[np
     correct = probs.argmax(axis=1) == y
     edges = np.linspace(0.0, 1.0, bins + 1)
     ece = 0.0
-    for low, high in zip(edges[:-1], edges[1:], strict=True):
+    for low, high in itertools.pairwise(edges):
         inside = (confidence > low) & (confidence <= high)
         if inside.any():
             ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
@@ -68,7 +70,7 @@ def classification_figures(probs: npt.NDArray[np.float64], y: npt.NDArray[np.int
     present = [r for r in recall.values() if r is not None]
     both = len(set(y.tolist())) == 2
     return {
-        "n": int(len(y)),
+        "n": len(y),
         "accuracy": float((pred == y).mean()) if len(y) else None,
         "balanced_accuracy": float(np.mean(present)) if present else None,
         "recall": recall,
@@ -163,13 +165,21 @@ def evaluate_checkpoint(
     for source in sorted({s.source for s in test.samples}):
         index = np.array([i for i, s in enumerate(test.samples) if s.source == source])
         raw = model.predict(test.x[index], batch_size=256, verbose=0)
-        sets.append(Scored(f"{source}_test", [test.samples[i] for i in index], raw,
-                           apply_temperature(raw, temperature), test.y[index]))
+        sets.append(
+            Scored(
+                f"{source}_test",
+                [test.samples[i] for i in index],
+                raw,
+                apply_temperature(raw, temperature),
+                test.y[index],
+            )
+        )
     coverage: dict[str, int] = {}
     external = Path(config.shared_dir) / f"{EXTERNAL_TEST_ARCHIVE}.tar.gz"
     if external.is_file():
-        scored, coverage = end_to_end_external(model, spec, temperature, Path(config.cache_dir),
-                                               Path(config.shared_dir), limit)
+        scored, coverage = end_to_end_external(
+            model, spec, temperature, Path(config.cache_dir), Path(config.shared_dir), limit
+        )
         sets.append(scored)
 
     figures = {s.name: s.figures() for s in sets}
@@ -178,8 +188,13 @@ def evaluate_checkpoint(
         name: _gap([v["balanced_accuracy"] for k, v in table.items() if k.startswith("race:")])
         for name, table in groups.items()
     }
-    pooled = Scored("all_test", [], np.concatenate([s.raw for s in sets]), np.concatenate([s.probs for s in sets]),
-                    np.concatenate([s.y for s in sets]))
+    pooled = Scored(
+        "all_test",
+        [],
+        np.concatenate([s.raw for s in sets]),
+        np.concatenate([s.probs for s in sets]),
+        np.concatenate([s.y for s in sets]),
+    )
     summary = {
         "temperature": temperature,
         "sets": figures,
@@ -237,7 +252,7 @@ def _plots(sets: list[Scored], pooled: Scored, groups: dict[str, dict[str, Any]]
     for probs, label in ((pooled.raw.astype(np.float64), "before"), (pooled.probs, "after temperature")):
         conf, correct = probs.max(axis=1), probs.argmax(axis=1) == pooled.y
         xs, ys = [], []
-        for low, high in zip(edges[:-1], edges[1:], strict=True):
+        for low, high in itertools.pairwise(edges):
             inside = (conf > low) & (conf <= high)
             if inside.sum() >= 10:
                 xs.append(conf[inside].mean())
@@ -316,13 +331,17 @@ def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model,
         )
     coverage = summary["external_coverage"]
     if coverage:
-        lines += ["", f"External set: the detector found a face in {coverage['faces_found']} of {coverage['images']} "
-                  "images (each image padded with a 30% black border first, as in training, since these images are "
-                  "already tight crops); the rest count as wrong answers above."]
+        lines += [
+            "",
+            f"External set: the detector found a face in {coverage['faces_found']} of {coverage['images']} "
+            "images (each image padded with a 30% black border first, as in training, since these images are "
+            "already tight crops); the rest count as wrong answers above.",
+        ]
     lines += [
         "",
         f"Pooled over all test sets, expected calibration error ({ECE_BINS} bins) is "
-        f"{_pct(summary['ece_all_test_before'])} before and {_pct(summary['ece_all_test_after'])} after temperature scaling.",
+        f"{_pct(summary['ece_all_test_before'])} before and {_pct(summary['ece_all_test_after'])} "
+        "after temperature scaling.",
         "",
         "![confusion matrices](confusion.png) ![reliability](reliability.png)",
         "",
@@ -333,11 +352,15 @@ def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model,
     ]
     for table in result["groups"].values():
         for key, fig in table.items():
-            lines.append(f"| {key} | {fig['n']} | {_pct(fig['balanced_accuracy'])} | "
-                         f"{_pct(fig['recall']['female'])} | {_pct(fig['recall']['male'])} |")
+            lines.append(
+                f"| {key} | {fig['n']} | {_pct(fig['balanced_accuracy'])} | "
+                f"{_pct(fig['recall']['female'])} | {_pct(fig['recall']['male'])} |"
+            )
     for name, gap in summary["race_gap_balanced_accuracy"].items():
-        lines.append(f"\nLargest gap in balanced accuracy between races on {name}: "
-                     f"{'n/a' if gap is None else f'{100 * gap:.1f} points'}.")
+        lines.append(
+            f"\nLargest gap in balanced accuracy between races on {name}: "
+            f"{'n/a' if gap is None else f'{100 * gap:.1f} points'}."
+        )
     lines += [
         "",
         "![groups](groups.png)",
@@ -357,8 +380,10 @@ def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model,
 
 def _train_command(config: TrainConfig) -> str:
     data = " ".join(f"--data {d}" for d in config.data)
-    return (f"python -m training train {data} --arch {config.arch} --size {config.size} --colour {config.colour} "
-            f"--margin {config.margin} --epochs {config.epochs} --seed {config.seed} --out RUNDIR")
+    return (
+        f"python -m training train {data} --arch {config.arch} --size {config.size} --colour {config.colour} "
+        f"--margin {config.margin} --epochs {config.epochs} --seed {config.seed} --out RUNDIR"
+    )
 
 
 __all__ = ["evaluate_checkpoint"]

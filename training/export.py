@@ -153,8 +153,10 @@ def export_checkpoint(
     metadata["size_bytes"] = len(onnx_bytes)
     metadata["parity"] = {"faces": len(parity_faces), "max_abs_diff": diff}
     out.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
-    print(f"wrote {out} ({len(onnx_bytes) / 1024:.0f} KiB) and {out.with_suffix('.json')}; "
-          f"parity on {len(parity_faces)} faces: max |diff| {diff:.1e}")
+    print(
+        f"wrote {out} ({len(onnx_bytes) / 1024:.0f} KiB) and {out.with_suffix('.json')}; "
+        f"parity on {len(parity_faces)} faces: max |diff| {diff:.1e}"
+    )
     return metadata
 
 

@@ -37,9 +37,7 @@ def _class_map_head(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor
     return layers.Softmax(name="probabilities")(x)
 
 
-def build_mini_xception(
-    input_shape: tuple[int, int, int] = (64, 64, 3), num_classes: int = NUM_CLASSES
-) -> keras.Model:
+def build_mini_xception(input_shape: tuple[int, int, int] = (64, 64, 3), num_classes: int = NUM_CLASSES) -> keras.Model:
     """mini-Xception (Arriaga et al., 2017): residual depthwise-separable blocks, BN, ReLU, GAP, softmax."""
     _check_input(input_shape, 16)
     inputs = keras.Input(shape=input_shape, name="input")
@@ -59,9 +57,7 @@ def build_mini_xception(
     return keras.Model(inputs, _class_map_head(x, num_classes), name="mini_xception")
 
 
-def build_plain_cnn(
-    input_shape: tuple[int, int, int] = (64, 64, 3), num_classes: int = NUM_CLASSES
-) -> keras.Model:
+def build_plain_cnn(input_shape: tuple[int, int, int] = (64, 64, 3), num_classes: int = NUM_CLASSES) -> keras.Model:
     """A plain fully convolutional CNN: pairs of 3x3 conv-BN-ReLU, max pooling, dropout, GAP."""
     _check_input(input_shape, 16)
     inputs = keras.Input(shape=input_shape, name="input")

@@ -123,9 +123,12 @@ def detect_samples(
     path.parent.mkdir(parents=True, exist_ok=True)
     new_file = not path.is_file()
     started = time.monotonic()
-    with path.open("a", newline="") as handle, get_context("spawn").Pool(
-        workers or os.cpu_count() or 1, initializer=_init_worker, initargs=(backend,)
-    ) as pool:
+    with (
+        path.open("a", newline="") as handle,
+        get_context("spawn").Pool(
+            workers or os.cpu_count() or 1, initializer=_init_worker, initargs=(backend,)
+        ) as pool,
+    ):
         writer = csv.writer(handle)
         if new_file:
             writer.writerow(["path", "x", "y", "width", "height", "score", "status"])

@@ -26,10 +26,19 @@ def sweep(
         config = replace(base, margin=margin, colour=colour, size=size, square=square)
         run_dir = out_dir / f"m{margin}-{colour}-{size}-{'square' if square else 'box'}"
         train(config, run_dir)
-        rows.append({"margin": margin, "colour": colour, "size": size, "square": square,
-                     "best_val_accuracy": best_val_accuracy(run_dir)})
+        rows.append(
+            {
+                "margin": margin,
+                "colour": colour,
+                "size": size,
+                "square": square,
+                "best_val_accuracy": best_val_accuracy(run_dir),
+            }
+        )
         (out_dir / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
     for row in sorted(rows, key=lambda r: -r["best_val_accuracy"]):
-        print(f"margin {row['margin']:<5} {row['colour']:<5} {row['size']:>3}px "
-              f"{'square' if row['square'] else 'box   '}  val accuracy {100 * row['best_val_accuracy']:.2f}%")
+        print(
+            f"margin {row['margin']:<5} {row['colour']:<5} {row['size']:>3}px "
+            f"{'square' if row['square'] else 'box   '}  val accuracy {100 * row['best_val_accuracy']:.2f}%"
+        )
     return rows

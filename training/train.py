@@ -82,7 +82,10 @@ def load_split_data(
     """Detect, crop and scale every sample; return the data per split and a report of what was used."""
     cache = Path(config.cache_dir)
     records = detect_samples(samples, cache, config.detector, config.workers)  # type: ignore[arg-type]
-    report: dict[str, Any] = {"images": len(samples), "status": dict(Counter(records[str(s.path)].status for s in samples))}
+    report: dict[str, Any] = {
+        "images": len(samples),
+        "status": dict(Counter(records[str(s.path)].status for s in samples)),
+    }
     data = {}
     rng = np.random.default_rng(config.seed)
     for split in ("train", "val", "test"):
@@ -92,7 +95,11 @@ def load_split_data(
         usable, crops = build_crops(chosen, records, config.crop_spec, cache)
         y = np.array([s.label for s in usable], dtype=np.int64)
         data[split] = SplitData(usable, to_model_input(crops, config.crop_spec), y)
-        report[split] = {"images": len(chosen), "with_face": len(usable), "by_source": dict(Counter(s.source for s in usable))}
+        report[split] = {
+            "images": len(chosen),
+            "with_face": len(usable),
+            "by_source": dict(Counter(s.source for s in usable)),
+        }
     return data, report
 
 
