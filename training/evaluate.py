@@ -3,6 +3,7 @@ per-group tables, plots and the model card (Markdown + JSON)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import platform
 from dataclasses import dataclass
@@ -16,8 +17,6 @@ from service.preprocess import CropSpec, crop_face, to_model_input
 from training import tf_env
 
 tf_env.configure()
-
-import itertools
 
 import keras  # noqa: E402
 from scipy.optimize import minimize_scalar  # noqa: E402
