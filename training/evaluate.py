@@ -10,21 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import numpy.typing as npt
+from scipy.optimize import minimize_scalar
+from sklearn.metrics import roc_auc_score
 
 from service.preprocess import CropSpec, crop_face, to_model_input
-from training import tf_env
-
-tf_env.configure()
-
-import keras  # noqa: E402
-from scipy.optimize import minimize_scalar  # noqa: E402
-from sklearn.metrics import roc_auc_score  # noqa: E402
-
-from training.datasets import EXTERNAL_TEST_ARCHIVE, LABELS, Sample, extract_archive, load_extracted  # noqa: E402
-from training.prepare import detect_samples, read_image  # noqa: E402
-from training.train import TrainConfig, load_samples, load_split_data  # noqa: E402
+from training.datasets import EXTERNAL_TEST_ARCHIVE, LABELS, Sample, extract_archive, load_extracted
+from training.prepare import detect_samples, read_image
+from training.train import TrainConfig, load_samples, load_split_data
 
 ECE_BINS = 15
 AGE_BANDS = ((13, 19), (20, 29), (30, 44), (45, 59), (60, 200))

@@ -8,21 +8,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import numpy.typing as npt
+import onnx
+import onnxruntime as ort
+import tensorflow as tf
+import tf2onnx
 
 from service.preprocess import CropSpec
-from training import tf_env
-
-tf_env.configure()
-
-import keras  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf2onnx  # noqa: E402
-
-from training.datasets import LABELS  # noqa: E402
+from training.datasets import LABELS
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"

@@ -1,6 +1,6 @@
 """Train a gender classifier on cached face crops, keeping the best checkpoint on validation.
 
-TensorFlow must be imported only after ``training.tf_env`` has set its CPU flags (see there).
+TensorFlow is imported after ``training`` (its __init__) has set the CPU flags it needs.
 """
 
 from __future__ import annotations
@@ -12,20 +12,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import numpy.typing as npt
+from keras import layers
 
 from service.preprocess import CropSpec, to_model_input
-from training import tf_env
 from training.datasets import LABELS, Sample, assign_splits, keep_adults, load_spec
+from training.model import build_model
 from training.prepare import DEFAULT_CACHE, DEFAULT_SHARED, build_crops, detect_samples
-
-tf_env.configure()
-
-import keras  # noqa: E402
-from keras import layers  # noqa: E402
-
-from training.model import build_model  # noqa: E402
 
 CHECKPOINT_NAME = "best.keras"
 

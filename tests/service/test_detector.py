@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.detector import (
+    DetectorFileMissing,
+    HaarFaceDetector,
+    SsdFaceDetector,
+    _clip_box,
+    create_detector,
+)
+from service.preprocess import Box
+
+
+@pytest.fixture(scope="module", params=["ssd", "haar"])
+def detector(request):
+    return create_detector(request.param)
+
+
+def test_finds_the_one_face_of_a_portrait(detector, astronaut):
+    faces = detector.detect(astronaut)
+    assert len(faces) == 1
+    box = faces[0].box
+    # Eileen Collins' face lies around x 180-270, y 60-175 in the 512x512 portrait.
+    assert 150 <= box.x <= 200 and 40 <= box.y <= 90
+    assert 70 <= box.width <= 130 and 70 <= box.height <= 140
+    assert 0.0 <= faces[0].score <= 1.0
+
+
+def test_finds_no_face_in_a_photo_of_coffee(detector, coffee):
+    assert detector.detect(coffee) == []
+
+
+def test_finds_no_face_in_a_blank_image(detector):
+    assert detector.detect(np.full((240, 320, 3), 127, np.uint8)) == []
+
+
+def test_threshold_one_rejects_everything(detector, astronaut):
+    assert detector.detect(astronaut, threshold=1.01) == []
+
+
+def test_two_faces_side_by_side_are_both_found_largest_first(astronaut):
+    face = astronaut[30:210, 130:320]
+    small = face[::2, ::2]
+    canvas = np.full((300, 600, 3), 90, np.uint8)
+    canvas[40 : 40 + face.shape[0], 20 : 20 + face.shape[1]] = face
+    canvas[60 : 60 + small.shape[0], 400 : 400 + small.shape[1]] = small
+    faces = SsdFaceDetector().detect(canvas)
+    assert len(faces) == 2
+    assert faces[0].box.area > faces[1].box.area
+    assert faces[0].box.x < 300 < faces[1].box.x
+
+
+@pytest.mark.parametrize(
+    ("coords", "expected"),
+    [
+        ((10, 10, 50, 60), Box(10, 10, 40, 50)),
+        ((-5, 10, 35, 60), Box(0, 10, 35, 50)),  # mostly inside: clipped, kept
+        ((-80, -80, 10, 10), None),  # mostly outside the frame: a corner phantom
+        ((10, 10, 12, 60), None),  # a sliver, not face-shaped
+        ((30, 30, 20, 20), None),  # degenerate
+    ],
+)
+def test_clip_box_drops_phantom_and_degenerate_boxes(coords, expected):
+    assert _clip_box(*coords, width=100, height=100) == expected
+
+
+def test_missing_files_fail_fast_with_the_path(tmp_path: Path):
+    missing = tmp_path / "nope.caffemodel"
+    with pytest.raises(DetectorFileMissing, match=r"nope\.caffemodel"):
+        SsdFaceDetector(weights=missing)
+    with pytest.raises(DetectorFileMissing, match=r"cascade\.xml"):
+        HaarFaceDetector(cascade=tmp_path / "cascade.xml")
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="unknown detector backend"):
+        create_detector("yunet")  # type: ignore[arg-type]
