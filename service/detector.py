@@ -128,7 +128,8 @@ class HaarFaceDetector:
     default_threshold = 0.0
 
     def __init__(self, cascade: Path | None = None, min_neighbors: int = 5) -> None:
-        self.cascade_path = _require(cascade or Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
+        default = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
+        self.cascade_path = _require(cascade or default)
         self._cascade = cv2.CascadeClassifier(str(self.cascade_path))
         if self._cascade.empty():
             raise DetectorFileMissing(f"cannot load the Haar cascade {self.cascade_path}")

@@ -88,17 +88,17 @@ def crop_face(image_bgr: npt.NDArray[np.uint8], box: Box, spec: CropSpec) -> npt
     """
     height, width = image_bgr.shape[:2]
     x0, y0, x1, y1 = crop_region(box, spec)
-    inner = image_bgr[max(y0, 0) : min(y1, height), max(x0, 0) : min(x1, width)]
+    inner: npt.NDArray[np.uint8] = image_bgr[max(y0, 0) : min(y1, height), max(x0, 0) : min(x1, width)]
     if inner.size == 0:
         raise ValueError(f"face box {box} lies outside the {width}x{height} image")
     pad = (max(-y0, 0), max(y1 - height, 0), max(-x0, 0), max(x1 - width, 0))
     if any(pad):
-        inner = cv2.copyMakeBorder(inner, *pad, borderType=cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        inner = np.asarray(cv2.copyMakeBorder(inner, *pad, borderType=cv2.BORDER_CONSTANT, value=(0, 0, 0)))
     shrinking = inner.shape[0] > spec.size
     resized = cv2.resize(inner, (spec.size, spec.size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     if spec.colour == "grey":
-        return cv2.cvtColor(resized, cv2.COLOR_BGR2GRAY)[:, :, np.newaxis]
-    return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+        return np.asarray(cv2.cvtColor(resized, cv2.COLOR_BGR2GRAY)[:, :, np.newaxis], dtype=np.uint8)
+    return np.asarray(cv2.cvtColor(resized, cv2.COLOR_BGR2RGB), dtype=np.uint8)
 
 
 def to_model_input(crops: npt.NDArray[np.uint8], spec: CropSpec) -> npt.NDArray[np.float32]:
