@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 LABELS = ("female", "male")
+SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 UTKFACE_RACES = ("White", "Black", "Asian", "Indian", "Others")
 FOLDER_NAMES = {
@@ -69,21 +70,30 @@ def load_folder(root: Path, source: str | None = None) -> list[Sample]:
 def load_labels_csv(csv_path: Path, source: str | None = None) -> list[Sample]:
     """A CSV with columns path, gender and optionally person_id, age, race, split (paths relative to it)."""
     samples = []
-    with csv_path.open(newline="") as handle:
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         missing = {"path", "gender"} - set(reader.fieldnames or ())
         if missing:
             raise DatasetError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))}")
-        for line, row in enumerate(reader, start=2):
+        for row in reader:
+            where = f"{csv_path}:{reader.line_num}"
             age = row.get("age") or None
+            split = row.get("split") or None
+            if split is not None and split not in SPLITS:
+                raise DatasetError(f"{where}: split must be one of {', '.join(SPLITS)}, got {split!r}")
+            try:
+                parsed_age = int(float(age)) if age is not None else None
+            except ValueError:
+                raise DatasetError(f"{where}: age must be a number, got {age!r}") from None
             samples.append(
                 Sample(
                     path=csv_path.parent / row["path"],
-                    gender=_parse_gender(row["gender"], f"{csv_path}:{line}"),
+                    gender=_parse_gender(row["gender"], where),
                     source=source or csv_path.parent.name,
                     person_id=row.get("person_id") or None,
-                    age=int(float(age)) if age is not None else None,
+                    age=parsed_age,
                     race=row.get("race") or None,
+                    split=split,
                 )
             )
     return samples
@@ -127,7 +137,10 @@ def load_celeba(root: Path) -> list[Sample]:
     partition_path = root / "list_eval_partition.csv"
     if partition_path.is_file():
         with partition_path.open(newline="") as handle:
-            partitions = {row["image_id"]: CELEBA_PARTITIONS[row["partition"]] for row in csv.DictReader(handle)}
+            for row in csv.DictReader(handle):
+                if row["partition"] not in CELEBA_PARTITIONS:
+                    raise DatasetError(f"{partition_path}: unknown partition {row['partition']!r}")
+                partitions[row["image_id"]] = CELEBA_PARTITIONS[row["partition"]]
     identities: dict[str, str] = {}
     identity_path = root / "identity_CelebA.txt"
     if identity_path.is_file():
@@ -218,17 +231,25 @@ def keep_adults(samples: Iterable[Sample], min_age: int = 13) -> list[Sample]:
 
 
 def extract_archive(archive: Path, cache_dir: Path) -> Path:
-    """Unpack ``NAME.tar.gz`` into ``cache_dir/datasets/NAME`` once (a stamp file makes it idempotent)."""
+    """Unpack ``NAME.tar.gz`` under ``cache_dir/datasets`` once and return its folder.
+
+    An archive with one top folder keeps that folder's name; any other layout is unpacked into
+    ``datasets/NAME``. A stamp file (size and mtime of the archive) makes this idempotent.
+    """
     target = cache_dir / "datasets"
     target.mkdir(parents=True, exist_ok=True)
     name = archive.name.removesuffix(".tar.gz").removesuffix(".tgz")
     marker = target / f".{name}.extracted"
     stamp = f"{archive.stat().st_size}:{int(archive.stat().st_mtime)}"
-    if not (marker.is_file() and marker.read_text() == stamp):
-        with tarfile.open(archive) as tar:
-            tar.extractall(target, filter="data")
-        marker.write_text(stamp)
-    return target / name
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        tops = {m.name.split("/", 1)[0] for m in members}
+        single = len(tops) == 1 and any(m.isdir() and m.name == next(iter(tops)) for m in members)
+        folder = target / next(iter(tops)) if single else target / name
+        if not (marker.is_file() and marker.read_text() == stamp and folder.is_dir()):
+            tar.extractall(target if single else folder, members=members, filter="data")
+            marker.write_text(stamp)
+    return folder
 
 
 def load_extracted(folder: Path) -> list[Sample]:

@@ -16,6 +16,7 @@ import numpy.typing as npt
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import roc_auc_score
 
+from service.calibration import apply_temperature
 from service.preprocess import CropSpec, crop_face, to_model_input
 from training.datasets import EXTERNAL_TEST_ARCHIVE, LABELS, Sample, extract_archive, load_extracted
 from training.prepare import detect_samples, read_image
@@ -24,14 +25,6 @@ from training.train import TrainConfig, load_samples, load_split_data
 ECE_BINS = 15
 AGE_BANDS = ((13, 19), (20, 29), (30, 44), (45, 59), (60, 200))
 MIN_GROUP_SIZE = 30
-
-
-def apply_temperature(probs: npt.NDArray[np.float32], temperature: float) -> npt.NDArray[np.float64]:
-    """softmax(log(p) / T): the calibration the service applies to the model's softmax output."""
-    logits = np.log(np.clip(probs.astype(np.float64), 1e-12, 1.0)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def fit_temperature(probs: npt.NDArray[np.float32], y: npt.NDArray[np.int64]) -> float:

@@ -1,0 +1,87 @@
+"""The ONNX gender model: load it with its metadata, check both, classify batches of faces."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from service.calibration import apply_temperature
+from service.errors import ModelLoadError
+from service.preprocess import CropSpec
+
+
+class GenderClassifier:
+    """An onnxruntime session plus the metadata contract written by ``training.export``."""
+
+    def __init__(self, model_path: Path, threads: int = 1) -> None:
+        self.path = model_path
+        self.metadata, model_bytes = load_model_files(model_path)
+        try:
+            self.spec = CropSpec.from_dict(
+                {**self.metadata["input"], **self.metadata["input"]["crop"], **self.metadata["input"]["normalisation"]}
+            )
+            self.labels: list[str] = list(self.metadata["labels"])
+            self.temperature = float(self.metadata.get("temperature", 1.0))
+            self.input_name: str = self.metadata["input"]["name"]
+            self.output_name: str = self.metadata["output"]["name"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{model_path.with_suffix('.json')}: incomplete model metadata ({exc})") from None
+        if sorted(self.labels) != ["female", "male"]:
+            raise ModelLoadError(f"{model_path}: labels must be female and male, got {self.labels}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors for broken graphs
+            raise ModelLoadError(f"{model_path}: onnxruntime cannot load the model ({exc})") from None
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        if self.input_name not in inputs or list(inputs[self.input_name][1:]) != list(self.spec.shape):
+            raise ModelLoadError(f"{model_path}: graph inputs {inputs} do not match the metadata {self.spec.shape}")
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata["version"])
+
+    @property
+    def sha256(self) -> str:
+        return str(self.metadata["sha256"])
+
+    def classify(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """Calibrated probabilities (N, 2) in ``self.labels`` order for a batch of model inputs."""
+        if len(batch) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float64)
+        raw = self.session.run([self.output_name], {self.input_name: batch})[0]
+        return apply_temperature(np.asarray(raw), self.temperature)
+
+
+def load_model_files(model_path: Path) -> tuple[dict[str, Any], bytes]:
+    """Read the ONNX file and the metadata JSON beside it; refuse a pair whose sha256 disagrees."""
+    json_path = model_path.with_suffix(".json")
+    for path in (model_path, json_path):
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path}")
+    try:
+        metadata = json.loads(json_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{json_path}: cannot read the model metadata ({exc})") from None
+    if not isinstance(metadata, dict):
+        raise ModelLoadError(f"{json_path}: the model metadata must be a JSON object")
+    model_bytes = model_path.read_bytes()
+    digest = hashlib.sha256(model_bytes).hexdigest()
+    if metadata.get("sha256") != digest:
+        raise ModelLoadError(
+            f"{model_path}: sha256 {digest[:12]}... does not match its metadata ({str(metadata.get('sha256'))[:12]}...); "
+            "the file is truncated, replaced or not the one the metadata describes"
+        )
+    return metadata, model_bytes

@@ -1,0 +1,32 @@
+"""All service settings, read from FACEGENDER_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.detector import Backend
+
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "gender.onnx"
+
+
+class Settings(BaseSettings):
+    """Service configuration; every field can be set as FACEGENDER_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="FACEGENDER_", protected_namespaces=())
+
+    model: Path = Field(BUNDLED_MODEL, description="ONNX model; its metadata JSON must lie beside it")
+    detector: Backend = Field("ssd", description="face detector backend: ssd (res10) or haar")
+    detection_threshold: float | None = Field(None, ge=0.0, le=1.0, description="default detector cut-off")
+    min_face_size: int = Field(20, ge=1, description="default smallest face side reported, pixels")
+    max_faces: int = Field(100, ge=1, description="default most faces reported per image")
+    detect_max_side: int = Field(1280, ge=64, description="images are shrunk to this longest side for detection")
+    max_bytes: int = Field(10 * 1024 * 1024, ge=1, description="largest accepted upload, bytes")
+    max_pixels: int = Field(40_000_000, ge=1, description="largest accepted image, width x height")
+    max_batch_files: int = Field(16, ge=1, description="most files in one /predict/batch request")
+    ort_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads (0: onnxruntime decides)")
+    log_format: Literal["text", "json"] = Field("text", description="log line format")
+    log_level: str = Field("INFO", description="logging level")

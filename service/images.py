@@ -1,0 +1,116 @@
+"""Image intake: sniff the type from the bytes, enforce limits before decoding, decode upright BGR."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps
+
+from service.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+
+SUPPORTED = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
+    (b"WEBP", 8, "WEBP"),
+    (b"BM", 0, "BMP"),
+    (b"II*\x00", 0, "TIFF"),
+    (b"MM\x00*", 0, "TIFF"),
+    (b"GIF87a", 0, "GIF"),
+    (b"GIF89a", 0, "GIF"),
+    (b"%PDF", 0, "PDF"),
+    (b"ftypheic", 4, "HEIC"),
+    (b"ftypavif", 4, "AVIF"),
+)
+
+# Our own pixel limit is checked first; PIL's bomb guard stays on as a second line.
+Image.MAX_IMAGE_PIXELS = 200_000_000
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upright image as BGR uint8, with the format its bytes declared."""
+
+    bgr: npt.NDArray[np.uint8]
+    format: str
+
+    @property
+    def width(self) -> int:
+        return int(self.bgr.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.bgr.shape[0])
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The container format named by the file's first bytes, or None."""
+    for signature, offset, name in _SIGNATURES:
+        if data[offset : offset + len(signature)] == signature and (name != "WEBP" or data[:4] == b"RIFF"):
+            return name
+    head = data[:256].lstrip().lower()
+    if head.startswith((b"<svg", b"<?xml")):
+        return "SVG"
+    return None
+
+
+def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+    """Decode ``data`` into an upright BGR array or raise the domain error that says why not."""
+    if not data:
+        raise InvalidImage("the upload is empty")
+    declared = sniff_format(data)
+    if declared is None:
+        raise InvalidImage("the bytes are not an image (JPEG, PNG, WebP, BMP or TIFF expected)")
+    if declared not in SUPPORTED:
+        raise UnsupportedMediaType(f"{declared} images are not supported; send JPEG, PNG, WebP, BMP or TIFF")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[declared])
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLarge(
+                    f"the image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
+                )
+            if getattr(image, "is_animated", False) and declared != "TIFF":
+                raise UnsupportedMediaType("animated images are not supported; send a single frame")
+            image.load()
+            image = _upright(image)
+            rgb = _to_rgb(image)
+    except (ImageTooLarge, UnsupportedMediaType):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(f"the image declares too many pixels: {exc}") from None
+    except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError) as exc:
+        raise InvalidImage(f"the {declared} data cannot be decoded ({type(exc).__name__}: {exc})") from None
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise InvalidImage("the image has no pixels")
+    return DecodedImage(np.ascontiguousarray(rgb[:, :, ::-1]), declared)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation so boxes are reported in upright pixels; bad EXIF is ignored."""
+    try:
+        return ImageOps.exif_transpose(image) or image
+    except (OSError, ValueError, TypeError, KeyError, SyntaxError):
+        return image
+
+
+def _to_rgb(image: Image.Image) -> npt.NDArray[np.uint8]:
+    """Any PIL mode (grey, 16-bit, palette, alpha, CMYK, ...) to RGB uint8; alpha is laid on white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, np.newaxis], 3, axis=2)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
