@@ -81,7 +81,7 @@ def load_model_files(model_path: Path) -> tuple[dict[str, Any], bytes]:
     digest = hashlib.sha256(model_bytes).hexdigest()
     if metadata.get("sha256") != digest:
         raise ModelLoadError(
-            f"{model_path}: sha256 {digest[:12]}... does not match its metadata ({str(metadata.get('sha256'))[:12]}...); "
-            "the file is truncated, replaced or not the one the metadata describes"
+            f"{model_path}: sha256 {digest[:12]}... does not match its metadata "
+            f"({str(metadata.get('sha256'))[:12]}...); the file is truncated, replaced or not the one described"
         )
     return metadata, model_bytes

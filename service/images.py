@@ -70,7 +70,7 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[declared])
+            image: Image.Image = Image.open(io.BytesIO(data), formats=[declared])
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageTooLarge(

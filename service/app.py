@@ -1,0 +1,64 @@
+"""The FastAPI application: assembly and the load / warm-up / ready lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from service import __version__, api, metrics
+from service.classifier import GenderClassifier
+from service.config import Settings
+from service.detector import create_detector
+from service.errors import install_error_handlers
+from service.logs import configure_logging
+from service.middleware import RequestContextMiddleware
+from service.pipeline import Pipeline
+
+log = logging.getLogger("facegender")
+
+
+def load_pipeline(settings: Settings) -> Pipeline:
+    """Load the detector and model, failing fast with the offending file named, then warm them up."""
+    classifier = GenderClassifier(settings.model, threads=settings.ort_threads)
+    detector = create_detector(settings.detector)
+    pipeline = Pipeline(detector, classifier, settings.detect_max_side, settings.max_pixels)
+    pipeline.warm_up()
+    return pipeline
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics.READY.set(0)
+        pipeline = await run_in_threadpool(load_pipeline, settings)
+        classifier = pipeline.classifier
+        metrics.MODEL_INFO.labels(name=classifier.name, version=classifier.version, sha256=classifier.sha256).set(1)
+        app.state.pipeline = pipeline
+        metrics.READY.set(1)
+        log.info("ready: model %s %s, detector %s", classifier.name, classifier.version, settings.detector)
+        yield
+        metrics.READY.set(0)
+        app.state.pipeline = None
+
+    app = FastAPI(
+        title="facegender",
+        version=__version__,
+        description="Detects every face in an image and returns calibrated apparent-gender probabilities per face.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.pipeline = None
+    app.add_middleware(RequestContextMiddleware)
+    install_error_handlers(app)
+    app.include_router(api.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,91 @@
+"""Pydantic response models: the JSON contract of ../shared/API.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ModelRef(BaseModel):
+    name: str = Field(examples=["gender-mini-xception"])
+    version: str = Field(examples=["2026.11.22"])
+
+
+class ImageSize(BaseModel):
+    width: int
+    height: int
+
+
+class FaceBox(BaseModel):
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class GenderProbabilities(BaseModel):
+    female: float = Field(ge=0.0, le=1.0)
+    male: float = Field(ge=0.0, le=1.0)
+
+
+class Face(BaseModel):
+    box: FaceBox = Field(description="pixels of the upright image (EXIF orientation applied), clipped to it")
+    detection_score: float = Field(ge=0.0, le=1.0)
+    gender: GenderProbabilities = Field(description="calibrated probabilities; female + male == 1")
+    label: str = Field(description="female, male, or uncertain when max(P) < min_confidence", examples=["female"])
+
+
+class Timings(BaseModel):
+    decode: float
+    detect: float
+    classify: float
+    total: float
+
+
+class PredictResponse(BaseModel):
+    model: ModelRef
+    image: ImageSize
+    faces: list[Face] = Field(description="largest box first; empty when no face is found")
+    timings_ms: Timings
+
+
+class FileError(BaseModel):
+    status: int
+    detail: str
+
+
+class BatchItem(BaseModel):
+    filename: str
+    image: ImageSize | None = None
+    faces: list[Face] | None = None
+    error: FileError | None = None
+
+
+class BatchResponse(BaseModel):
+    model: ModelRef
+    results: list[BatchItem]
+
+
+class Status(BaseModel):
+    status: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+class ModelInfo(BaseModel):
+    """The loaded model's metadata as written by the training export."""
+
+    name: str
+    version: str
+    sha256: str
+    input: dict[str, Any]
+    labels: list[str]
+    temperature: float
+    architecture: str | None = None
+    parameters: int | None = None
+    detector: str
+    training: dict[str, Any] = Field(default_factory=dict)
+    evaluation: dict[str, Any] = Field(default_factory=dict)
