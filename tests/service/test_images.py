@@ -1,0 +1,124 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+from service.images import decode_image, sniff_format
+
+LIMIT = 40_000_000
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def gradient(width=64, height=48) -> Image.Image:
+    x = np.linspace(0, 255, width, dtype=np.uint8)
+    rgb = np.stack(
+        [np.tile(x, (height, 1)), np.full((height, width), 80, np.uint8), np.zeros((height, width), np.uint8)], 2
+    )
+    return Image.fromarray(rgb, "RGB")
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("JPEG", "JPEG"), ("PNG", "PNG"), ("WEBP", "WEBP"), ("BMP", "BMP"),
+                                           ("TIFF", "TIFF")])  # fmt: skip
+def test_every_supported_format_decodes_to_bgr(fmt, name):
+    decoded = decode_image(encode(gradient(), fmt), LIMIT)
+    assert decoded.format == name
+    assert decoded.bgr.shape == (48, 64, 3) and decoded.bgr.dtype == np.uint8
+    # Red rises left to right; in BGR it is the last channel.
+    assert decoded.bgr[10, 60, 2] > 200 > decoded.bgr[10, 2, 2]
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("L", (20, 10), 77),
+        Image.new("P", (20, 10), 3),
+        Image.new("CMYK", (20, 10), (0, 0, 0, 0)),
+        Image.fromarray(np.full((10, 20), 40000, np.uint16)),
+    ],
+    ids=["grey", "palette", "cmyk", "16-bit"],
+)
+def test_other_modes_become_three_channel_uint8(image):
+    fmt = "JPEG" if image.mode == "CMYK" else "TIFF" if image.mode.startswith("I") else "PNG"
+    decoded = decode_image(encode(image, fmt), LIMIT)
+    assert decoded.bgr.shape == (10, 20, 3) and decoded.bgr.dtype == np.uint8
+    if image.mode.startswith("I"):
+        assert decoded.bgr[0, 0, 0] == round(40000 / 65535 * 255)
+
+
+def test_alpha_is_laid_on_white():
+    rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    decoded = decode_image(encode(rgba, "PNG"), LIMIT)
+    assert decoded.bgr[0, 0].tolist() == [255, 255, 255]
+
+
+@pytest.mark.parametrize(("orientation", "rotate"), [(6, 90), (8, 270), (3, 180)])
+def test_exif_orientation_gives_upright_pixels(orientation, rotate):
+    upright = gradient(64, 48)
+    stored = upright.rotate(rotate, expand=True)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    decoded = decode_image(encode(stored, "JPEG", exif=exif.tobytes(), quality=95), LIMIT)
+    assert decoded.bgr.shape == (48, 64, 3)
+    assert decoded.bgr[24, 60, 2] > 200 > decoded.bgr[24, 3, 2]
+
+
+def test_bogus_exif_orientation_is_ignored():
+    exif = Image.Exif()
+    exif[0x0112] = 99
+    decoded = decode_image(encode(gradient(), "JPEG", exif=exif.tobytes()), LIMIT)
+    assert decoded.bgr.shape == (48, 64, 3)
+
+
+def test_pixel_limit_is_enforced_from_the_header_before_decoding():
+    data = encode(Image.new("L", (300, 200)), "PNG")
+    with pytest.raises(ImageTooLarge, match="300x200"):
+        decode_image(data, max_pixels=300 * 200 - 1)
+
+
+def test_a_tiny_file_declaring_a_huge_image_is_refused_quickly():
+    header = encode(Image.new("1", (30000, 30000)), "PNG")
+    assert len(header) < 200_000
+    with pytest.raises(ImageTooLarge):
+        decode_image(header, LIMIT)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", InvalidImage),
+        (b"hello, world", InvalidImage),
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 20, InvalidImage),
+        (b"%PDF-1.7\n...", UnsupportedMediaType),
+        (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', UnsupportedMediaType),
+        (b"GIF89a" + b"\x00" * 20, UnsupportedMediaType),
+    ],
+    ids=["empty", "text", "broken-jpeg", "pdf", "svg", "gif"],
+)
+def test_bad_bytes_raise_the_right_domain_error(data, error):
+    with pytest.raises(error):
+        decode_image(data, LIMIT)
+
+
+def test_truncated_png_is_invalid():
+    data = encode(gradient(256, 256), "PNG")
+    with pytest.raises(InvalidImage):
+        decode_image(data[: len(data) // 2], LIMIT)
+
+
+def test_animated_webp_is_unsupported():
+    frames = [gradient(), gradient().rotate(180)]
+    data = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:])
+    with pytest.raises(UnsupportedMediaType, match="animated"):
+        decode_image(data, LIMIT)
+
+
+def test_sniffing_ignores_names_and_headers():
+    assert sniff_format(encode(gradient(), "PNG")) == "PNG"
+    assert sniff_format(b"RIFF\x00\x00\x00\x00WAVEfmt ") is None
