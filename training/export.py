@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -148,11 +149,21 @@ def export_checkpoint(
     metadata["size_bytes"] = len(onnx_bytes)
     metadata["parity"] = {"faces": len(parity_faces), "max_abs_diff": diff}
     out.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
+    _copy_report(checkpoint.parent / "report", out.parent)
     print(
         f"wrote {out} ({len(onnx_bytes) / 1024:.0f} KiB) and {out.with_suffix('.json')}; "
         f"parity on {len(parity_faces)} faces: max |diff| {diff:.1e}"
     )
     return metadata
+
+
+def _copy_report(report_dir: Path, target: Path) -> None:
+    """Put the model card and its plots (written by evaluate) beside the exported model."""
+    if not report_dir.is_dir() or report_dir.resolve() == target.resolve():
+        return
+    for name in ("MODEL_CARD.md", "model_card.json", "confusion.png", "reliability.png", "groups.png"):
+        if (report_dir / name).is_file():
+            shutil.copyfile(report_dir / name, target / name)
 
 
 def _validation_faces(run: dict[str, Any], spec: CropSpec, count: int = 256) -> npt.NDArray[np.float32]:

@@ -1,0 +1,63 @@
+"""The bundled default model: its files agree with each other and it really tells faces apart."""
+
+import hashlib
+import json
+import tarfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from service.classifier import GenderClassifier
+from service.config import BUNDLED_MODEL
+from service.detector import create_detector
+from service.images import decode_image
+from service.pipeline import Pipeline, PredictOptions
+
+MODELS = BUNDLED_MODEL.parent
+
+
+def test_model_files_agree_with_each_other():
+    metadata = json.loads(BUNDLED_MODEL.with_suffix(".json").read_text())
+    data = BUNDLED_MODEL.read_bytes()
+    assert len(data) <= 2 * 1024 * 1024
+    assert metadata["sha256"] == hashlib.sha256(data).hexdigest()
+    assert metadata["size_bytes"] == len(data)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.name == metadata["input"]["name"]
+    assert inp.shape[1:] == metadata["input"]["shape"][1:]
+    props = {p.key: json.loads(p.value) for p in onnx.load_from_string(data).metadata_props}
+    for key in ("name", "version", "labels", "input", "temperature"):
+        assert props[key] == metadata[key], key
+    assert metadata["parity"]["max_abs_diff"] <= 1e-4
+
+
+def test_model_card_is_shipped_with_its_figures():
+    card = (MODELS / "MODEL_CARD.md").read_text()
+    metadata = json.loads(BUNDLED_MODEL.with_suffix(".json").read_text())
+    assert "research" in card.lower() and "apparent" in card.lower()
+    for figure in ("celeba_gender_test", "utkface64_test", "external_end_to_end"):
+        assert figure in card and figure in metadata["evaluation"]["sets"]
+    assert metadata["temperature"] == pytest.approx(metadata["evaluation"]["temperature"])
+    for plot in ("confusion.png", "reliability.png", "groups.png"):
+        assert (MODELS / plot).is_file()
+
+
+@pytest.mark.data
+def test_default_model_separates_real_faces(shared_datasets, tmp_path):
+    """A floor, not the target: 200 external faces through the real pipeline; the card has the real figures."""
+    pipeline = Pipeline(create_detector("ssd"), GenderClassifier(BUNDLED_MODEL), 1280, 40_000_000)
+    correct = {"female": [], "male": []}
+    with tarfile.open(shared_datasets / "gender_dataset_face.tar.gz") as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")]
+        for member in members[:: len(members) // 200][:200]:
+            truth = "female" if "/woman/" in member.name else "male"
+            image = decode_image(tar.extractfile(member).read(), 40_000_000)
+            pad = max(image.bgr.shape[:2]) // 3  # these are tight crops; give the detector some room
+            padded = np.pad(image.bgr, ((pad, pad), (pad, pad), (0, 0)))
+            faces = pipeline.predict(type(image)(padded, image.format), PredictOptions()).faces
+            correct[truth].append(bool(faces) and faces[0].label == truth)
+    balanced = np.mean([np.mean(v) for v in correct.values()])
+    assert balanced >= 0.85, f"balanced accuracy {balanced:.3f} on 200 external faces"
