@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The facegender HTTP service: runtime dependencies only (no TensorFlow), the bundled model, a non-root user.
 
 FROM python:3.11.14-slim-bookworm AS build

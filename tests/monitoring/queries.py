@@ -105,7 +105,7 @@ def dashboard_queries() -> list[Query]:
         for panel in dashboard_panels(path):
             for target in panel.get("targets", []):
                 labels = tuple(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
-                source = f"{path.stem}: {panel['title']} [{target['refId']}]"
+                source = f"{path.stem}: {panel['title']} ({target['refId']})"
                 queries.append(Query(source, target["expr"], labels))
     return queries
 

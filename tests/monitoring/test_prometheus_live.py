@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ RULE_QUERIES = rule_queries()
 _RFC3339 = re.compile(r"^([0-9-]+T[0-9:]+)(\.[0-9]+)?(Z|[+-][0-9:]+)$")
 
 
-def _wait(what: str, ready: Any, timeout: float, process: subprocess.Popen[bytes], log: Path) -> None:
+def _wait(what: str, ready: Callable[[], bool], timeout: float, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -168,7 +168,8 @@ def scraped(service: str, prometheus: str) -> str:
     else:
         pytest.fail(f"Prometheus saw {seen} /predict requests of {predicts} within 20 s")
     scraped_at = datetime.now(UTC)
-    while time.monotonic() < deadline + 10:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
         if _evaluated_after(prometheus, scraped_at):
             return prometheus
         time.sleep(0.5)
