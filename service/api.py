@@ -163,6 +163,13 @@ def _model_ref(pipeline: Pipeline) -> ModelRef:
     return ModelRef(name=pipeline.classifier.name, version=pipeline.classifier.version)
 
 
+async def _predict_one(request: Request, settings: Settings, options: PredictOptions) -> tuple[Pipeline, Prediction]:
+    """Read the request's image and run the pipeline on it in the thread pool."""
+    pipeline = get_pipeline(request)
+    data = await read_image_bytes(request, settings)
+    return pipeline, await run_in_threadpool(pipeline.predict_bytes, data, options)
+
+
 @router.post(
     "/predict",
     response_model=PredictResponse,
@@ -175,9 +182,7 @@ async def predict(
     settings: Annotated[Settings, Depends(get_settings)],
     options: Annotated[PredictOptions, Depends(get_options)],
 ) -> PredictResponse:
-    pipeline = get_pipeline(request)
-    data = await read_image_bytes(request, settings)
-    prediction = await run_in_threadpool(pipeline.predict_bytes, data, options)
+    pipeline, prediction = await _predict_one(request, settings, options)
     return PredictResponse.model_validate(
         {
             "model": _model_ref(pipeline),
@@ -237,9 +242,7 @@ async def annotate(
     settings: Annotated[Settings, Depends(get_settings)],
     options: Annotated[PredictOptions, Depends(get_options)],
 ) -> Response:
-    pipeline = get_pipeline(request)
-    data = await read_image_bytes(request, settings)
-    prediction = await run_in_threadpool(pipeline.predict_bytes, data, options)
+    _, prediction = await _predict_one(request, settings, options)
     jpeg = await run_in_threadpool(lambda: encode_jpeg(draw_faces(prediction.image.bgr, prediction.faces)))
     return Response(jpeg, media_type="image/jpeg")
 

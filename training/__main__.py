@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from training.datasets import SPEC_FORMATS
 from training.prepare import DEFAULT_CACHE, DEFAULT_SHARED
+
+if TYPE_CHECKING:
+    from training.train import TrainConfig
 
 DATA_HELP = (
     "training data as FORMAT:PATH, repeatable. Formats: folder:DIR (male/ and female/ or man/ and woman/), "
@@ -89,19 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         return _train(args)
     if args.command == "sweep":
         from training.sweep import sweep
-        from training.train import TrainConfig
 
-        base = TrainConfig(
-            data=args.data or ["shared"],
-            arch=args.arch,
-            epochs=args.epochs,
-            limit=args.limit,
-            seed=args.seed,
-            patience=args.epochs,
-            cache_dir=str(args.cache_dir),
-            shared_dir=str(args.shared_dir),
-            workers=args.workers,
-        )
+        if not _data_ok(args):
+            return 2
+        base = _train_config(args, patience=args.epochs)
         sweep(base, args.out, args.margins, args.colours, args.sizes, [True, False] if args.box else [True])
         return 0
     if args.command == "evaluate":
@@ -130,30 +126,30 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from training.train import TrainConfig, train
-
+def _data_ok(args: argparse.Namespace) -> bool:
     for spec in args.data or []:
         if spec != "shared" and spec.partition(":")[0] not in SPEC_FORMATS:
             print(f"error: --data {spec!r}: {DATA_HELP}", file=sys.stderr)
-            return 2
-    config = TrainConfig(
-        data=args.data or ["shared"],
-        arch=args.arch,
-        size=args.size,
-        colour=args.colour,
-        margin=args.margin,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        patience=args.patience,
-        seed=args.seed,
-        limit=args.limit,
-        cache_dir=str(args.cache_dir),
-        shared_dir=str(args.shared_dir),
-        workers=args.workers,
-    )
-    train(config, args.out)
+            return False
+    return True
+
+
+def _train_config(args: argparse.Namespace, **overrides: object) -> TrainConfig:
+    """A TrainConfig from the parsed options that share a name with its fields."""
+    from training.train import TrainConfig
+
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    given["data"] = args.data or ["shared"]
+    given["cache_dir"], given["shared_dir"] = str(args.cache_dir), str(args.shared_dir)
+    return TrainConfig(**{**given, **overrides})
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.train import train
+
+    if not _data_ok(args):
+        return 2
+    train(_train_config(args), args.out)
     return 0
 
 
