@@ -3,6 +3,7 @@ per-group tables, plots and the model card (Markdown + JSON)."""
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import platform
@@ -197,6 +198,7 @@ def evaluate_checkpoint(
         "groups": groups,
         "data": report,
         "limit": limit,
+        "log": _read_log(run_dir / "log.csv"),
         "machine": f"{platform.machine()} {platform.system()} python {platform.python_version()}",
     }
     (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -288,7 +290,7 @@ def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model,
         f"{config.colour}, square crop with margin {config.margin} of the detector box per side.",
         "- Faces found by OpenCV's res10 SSD detector (the service's default), cropped by",
         "  `service.preprocess.crop_face`, the same function the service uses.",
-        f"- Trained with `{_train_command(config)}` (seed {config.seed}).",
+        f"- Trained with `{_train_command(config)}` (seed {config.seed}); {_epochs_run(result['log'], config)}",
         f"- Calibration: temperature {result['temperature']:.3f}, fitted on the validation split by",
         "  minimising log-loss; the service applies it.",
         "",
@@ -363,6 +365,33 @@ def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model,
     ]
     (out_dir / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
     (out_dir / "model_card.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _read_log(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def _epochs_run(log: list[dict[str, float]], config: TrainConfig) -> str:
+    """Say how many epochs really ran, and which one the checkpoint (lowest val loss) comes from."""
+    if not log:
+        return "no training log was found."
+    best = min(log, key=lambda row: row["val_loss"])
+    ran = len(log)
+    stopped = (
+        ""
+        if ran == config.epochs
+        else (
+            f" of the {config.epochs} asked for (early stopping, or stopped by hand: `--epochs {ran}` gives the "
+            "same run, since no schedule depends on the total)"
+        )
+    )
+    return (
+        f"{ran} epochs ran{stopped}; the checkpoint is epoch {int(best['epoch']) + 1}, lowest validation loss "
+        f"{best['val_loss']:.4f} (validation accuracy {100 * best['val_accuracy']:.2f}%)."
+    )
 
 
 def _train_command(config: TrainConfig) -> str:

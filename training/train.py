@@ -35,7 +35,7 @@ class TrainConfig:
     colour: str = "rgb"
     margin: float = 0.2
     square: bool = True
-    epochs: int = 20
+    epochs: int = 15
     batch_size: int = 64
     learning_rate: float = 2e-3
     patience: int = 5
