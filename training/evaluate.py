@@ -203,7 +203,7 @@ def evaluate_checkpoint(
     }
     (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     _plots(sets, pooled, groups, out_dir)
-    _write_card(result, config, model, out_dir)
+    _write_card(result, config, model, out_dir, run_dir)
     print(json.dumps(summary, indent=2))
     return result
 
@@ -274,9 +274,19 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model, out_dir: Path) -> None:
+def _split_counts(report: dict[str, Any], split: str) -> str:
+    entry = report.get(split)
+    if not entry:
+        return "n/a"
+    sources = ", ".join(f"{k} {v}" for k, v in sorted(entry["by_source"].items()))
+    return f"{entry['with_face']} ({sources})"
+
+
+def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model, out_dir: Path, run_dir: Path) -> None:
     summary = result["summary"]
     data = result["data"]
+    data_path = run_dir / "data.json"
+    run_data = json.loads(data_path.read_text()) if data_path.is_file() else {}
     lines = [
         f"# Model card: {model.name}",
         "",
@@ -302,9 +312,10 @@ def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model,
         "  sides: the UTKFace test figures are optimistic. Non-commercial research only.",
         "- `gender_dataset_face`: web-crawled celebrity faces, never used in training or selection; an external",
         "  end-to-end test. It shares celebrities with CelebA, so it is optimistic too. Its owners keep copyright.",
-        f"- Images read: {data['images']}; detector outcome: {data['status']}. Images where the detector found",
-        "  no face were left out of training and of the CelebA/UTKFace test figures; in the external set they",
-        "  count as errors.",
+        f"- Faces used for training: {_split_counts(run_data, 'train')}; validation: {_split_counts(run_data, 'val')};",
+        f"  test: {_split_counts(data, 'test')}. Of the {data['images']} validation and test images, the detector",
+        f"  outcome was {data['status']}. Images where the detector found no face were left out of training and",
+        "  of the CelebA/UTKFace test figures; in the external set they count as errors.",
         "",
         "## Results on held-out test data",
         "No figure below was used to choose the model, its crop or its temperature (those used the validation split).",
