@@ -6,6 +6,7 @@ TensorFlow is imported after ``training`` (its __init__) has set the CPU flags i
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -172,7 +173,8 @@ def train(config: TrainConfig, out_dir: Path) -> Path:
         class_weight=class_weights(train_set.y),
         callbacks=callbacks,
         shuffle=True,
-        verbose=2,
+        # A live progress bar on a terminal; one line per epoch in logs and CI.
+        verbose=1 if sys.stdout.isatty() else 2,
     )
     minutes = (time.monotonic() - started) / 60
     print(f"trained in {minutes:.1f} min; best checkpoint {checkpoint}")
