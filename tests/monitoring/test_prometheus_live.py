@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import FIXTURES, ROOT
+from tests.conftest import FIXTURES
+from tests.live import free_port, start_service, stop, wait_until
 from tests.monitoring.queries import (
     COMPOSE,
     PROMETHEUS_CONFIG,
@@ -29,7 +29,6 @@ from tests.monitoring.queries import (
     rule_queries,
     variable_queries,
 )
-from tests.service.test_live_server import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -41,42 +40,14 @@ RULE_QUERIES = rule_queries()
 _RFC3339 = re.compile(r"^([0-9-]+T[0-9:]+)(\.[0-9]+)?(Z|[+-][0-9:]+)$")
 
 
-def _wait(what: str, ready: Callable[[], bool], timeout: float, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if ready():
-                return
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"{what} exited early:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
-    pytest.fail(f"{what} not ready within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.kill()
-        process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """uvicorn serving service.app:app on a free loopback port; its log goes to a file so no pipe fills up."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("service") / "uvicorn.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ},
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    process, base = start_service(tmp_path_factory.mktemp("service") / "uvicorn.log")
     try:
-        _wait("uvicorn", lambda: httpx.get(f"{base}/readyz", timeout=1).status_code == 200, 90, process, log)
         yield base
     finally:
-        _stop(process)
+        stop(process)
 
 
 def scrape_config(service_base: str, prometheus_port: int, directory: Path) -> Path:
@@ -112,10 +83,10 @@ def prometheus(service: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait("prometheus", lambda: httpx.get(f"{base}/-/ready", timeout=1).status_code == 200, 30, process, log)
+        wait_until("prometheus", lambda: httpx.get(f"{base}/-/ready", timeout=1).status_code == 200, 30, process, log)
         yield base
     finally:
-        _stop(process)
+        stop(process)
 
 
 def send_traffic(base: str) -> int:
