@@ -18,9 +18,9 @@ from scipy.optimize import minimize_scalar
 from sklearn.metrics import roc_auc_score
 
 from service.calibration import apply_temperature
-from service.preprocess import CropSpec, crop_face, to_model_input
+from service.preprocess import CropSpec, to_model_input
 from training.datasets import EXTERNAL_TEST_ARCHIVE, LABELS, Sample, extract_archive, load_extracted
-from training.prepare import detect_samples, read_image
+from training.prepare import build_crops, detect_samples
 from training.train import TrainConfig, load_samples, load_split_data
 
 ECE_BINS = 15
@@ -109,8 +109,7 @@ def end_to_end_external(
     if limit is not None:
         samples = samples[:: max(1, len(samples) // limit)][:limit]
     records = detect_samples(samples, cache_dir)
-    found = [s for s in samples if records[str(s.path)].box is not None]
-    crops = np.stack([crop_face(read_image(s.path), records[str(s.path)].box, spec) for s in found])  # type: ignore[arg-type]
+    found, crops = build_crops(samples, records, spec, cache_dir)
     raw = model.predict(to_model_input(crops, spec), batch_size=256, verbose=0)
     # A missed face is scored as a confident wrong answer, so misses cannot flatter the figure.
     missed = [s for s in samples if records[str(s.path)].box is None]
