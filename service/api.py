@@ -29,7 +29,7 @@ from service.schemas import (
 
 router = APIRouter()
 
-# Multipart framing around the file: allow this much beyond the image byte limit.
+# Multipart framing around the file: the streamed body may be this much larger than the image byte limit.
 MULTIPART_OVERHEAD = 64 * 1024
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -116,12 +116,6 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _check_length(request: Request, limit: int) -> None:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ImageTooLarge(f"the upload is {int(declared):,} bytes; the limit is {limit:,}")
-
-
 async def _read_upload(upload: UploadFile, limit: int) -> bytes:
     data = await upload.read(limit + 1)
     if len(data) > limit:
@@ -133,14 +127,12 @@ async def read_image_bytes(request: Request, settings: Settings) -> bytes:
     """The image from a multipart ``image`` field, or a raw body with an image/* Content-Type."""
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith("multipart/form-data"):
-        _check_length(request, settings.max_bytes + MULTIPART_OVERHEAD)
         form = await request.form(max_files=1, max_fields=10)
         upload = form.get("image")
         if not isinstance(upload, UploadFile):
             raise InvalidParameter("the multipart form has no file field named 'image'")
         return await _read_upload(upload, settings.max_bytes)
     if content_type.startswith(("image/", "application/octet-stream")):
-        _check_length(request, settings.max_bytes)
         return await _read_limited(request, settings.max_bytes)
     raise InvalidParameter("send multipart/form-data with a file field 'image', or raw bytes with an image/* type")
 
@@ -208,7 +200,6 @@ async def predict_batch(
     pipeline = get_pipeline(request)
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise InvalidParameter("send multipart/form-data with one or more file fields named 'images'")
-    _check_length(request, settings.max_batch_files * (settings.max_bytes + MULTIPART_OVERHEAD))
     form = await request.form(max_files=settings.max_batch_files + 1, max_fields=settings.max_batch_files + 10)
     uploads = [u for u in form.getlist("images") if isinstance(u, UploadFile)]
     if not uploads:

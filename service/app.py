@@ -15,8 +15,9 @@ from service.config import Settings
 from service.detector import create_detector
 from service.errors import install_error_handlers
 from service.logs import configure_logging
-from service.middleware import RequestContextMiddleware
+from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.pipeline import Pipeline
+from service.security import install_access_control
 
 log = logging.getLogger("facegender")
 
@@ -24,7 +25,7 @@ log = logging.getLogger("facegender")
 def load_pipeline(settings: Settings) -> Pipeline:
     """Load the detector and model, failing fast with the offending file named, then warm them up."""
     classifier = GenderClassifier(settings.model, threads=settings.ort_threads)
-    detector = create_detector(settings.detector)
+    detector = create_detector(settings.detector, settings.detector_dir)
     pipeline = Pipeline(detector, classifier, settings.detect_max_side, settings.max_pixels)
     pipeline.warm_up()
     return pipeline
@@ -55,6 +56,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.pipeline = None
+    upload_limit = settings.max_bytes + api.MULTIPART_OVERHEAD
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_limit=upload_limit,
+        path_limits={"/predict/batch": settings.max_batch_files * upload_limit},
+    )
+    install_access_control(app, settings)
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(api.router)

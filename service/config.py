@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.detector import Backend
@@ -30,3 +30,10 @@ class Settings(BaseSettings):
     ort_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads (0: onnxruntime decides)")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
     log_level: str = Field("INFO", description="logging level")
+    detector_dir: Path | None = Field(None, description="folder holding the detector's files (default: as installed)")
+    api_key: SecretStr | None = Field(None, description="when set, requests must carry it in X-API-Key")
+    open_paths: list[str] = Field(
+        ["/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"],
+        description="paths served without the API key",
+    )
+    cors_origins: list[str] = Field([], description="origins allowed by CORS; empty: CORS off")

