@@ -64,7 +64,9 @@ BATCH_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["images"],
-                    "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "properties": {
+                        "images": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}
+                    },
                 }
             }
         },
