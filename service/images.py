@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
 
@@ -81,8 +81,12 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
         rgb = _to_rgb(image)
     except (ImageTooLarge, UnsupportedMediaType):
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"the image declares too many pixels: {exc}") from None
+    except Image.DecompressionBombError:
+        # PIL's own guard fired first; its message names PIL's limit, not ours.
+        raise ImageTooLarge(f"the image declares more pixels than the {max_pixels:,}-pixel limit") from None
+    except UnidentifiedImageError:
+        # PIL's message holds the repr of our buffer, which would hand the client a heap address.
+        raise InvalidImage(f"the {declared} header is not valid") from None
     except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError) as exc:
         raise InvalidImage(f"the {declared} data cannot be decoded ({type(exc).__name__}: {exc})") from None
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
