@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -98,6 +99,8 @@ class SsdFaceDetector:
         self.prototxt = _require(prototxt or base / SSD_PROTOTXT)
         self.weights = _require(weights or base / SSD_WEIGHTS)
         self._net = cv2.dnn.readNetFromCaffe(str(self.prototxt), str(self.weights))
+        # One cv2.dnn.Net is not safe across threads: concurrent setInput/forward mix up images and boxes.
+        self._lock = threading.Lock()
 
     def detect(self, image_bgr: npt.NDArray[np.uint8], threshold: float | None = None) -> list[Detection]:
         cut = self.default_threshold if threshold is None else threshold
@@ -108,8 +111,9 @@ class SsdFaceDetector:
             (self.input_size, self.input_size),
             SSD_MEAN_BGR,
         )
-        self._net.setInput(blob)
-        raw = self._net.forward().reshape(-1, 7)
+        with self._lock:
+            self._net.setInput(blob)
+            raw = self._net.forward().reshape(-1, 7)
         found = []
         for _, _, score, x0, y0, x1, y1 in raw:
             if score < cut:
@@ -134,6 +138,7 @@ class HaarFaceDetector:
         default = Path(cv2.data.haarcascades) / HAAR_CASCADE  # type: ignore[attr-defined]
         self.cascade_path = _require(cascade or default)
         self._cascade = cv2.CascadeClassifier(str(self.cascade_path))
+        self._lock = threading.Lock()  # concurrent detectMultiScale3 calls crash inside OpenCV
         if self._cascade.empty():
             raise DetectorFileMissing(f"cannot load the Haar cascade {self.cascade_path}")
         self.min_neighbors = min_neighbors
@@ -141,9 +146,10 @@ class HaarFaceDetector:
     def detect(self, image_bgr: npt.NDArray[np.uint8], threshold: float | None = None) -> list[Detection]:
         cut = self.default_threshold if threshold is None else threshold
         grey = cv2.equalizeHist(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY))
-        rects, _, weights = self._cascade.detectMultiScale3(
-            grey, scaleFactor=1.1, minNeighbors=self.min_neighbors, minSize=(20, 20), outputRejectLevels=True
-        )
+        with self._lock:
+            rects, _, weights = self._cascade.detectMultiScale3(
+                grey, scaleFactor=1.1, minNeighbors=self.min_neighbors, minSize=(20, 20), outputRejectLevels=True
+            )
         found = []
         for (x, y, w, h), weight in zip(rects, np.ravel(weights), strict=True):
             score = float(1.0 / (1.0 + np.exp(-float(weight))))

@@ -45,14 +45,19 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=10)
 
 
-def start_service(log: Path, timeout: float = 90) -> tuple[subprocess.Popen[bytes], str]:
-    """uvicorn serving service.app:app on a free loopback port, ready; its log goes to a file so no pipe fills."""
+def launch_service(log: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """uvicorn serving service.app:app on a free loopback port, with extra environment; its log goes to a file."""
     port = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ},
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    return process, f"http://127.0.0.1:{port}"
+
+
+def start_service(log: Path, timeout: float = 90) -> tuple[subprocess.Popen[bytes], str]:
+    """A launched service, once /readyz answers 200; so no pipe fills, its log goes to a file."""
+    process, base = launch_service(log)
     wait_until("uvicorn", lambda: httpx.get(f"{base}/readyz", timeout=1).status_code == 200, timeout, process, log)
     return process, base

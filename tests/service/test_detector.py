@@ -1,3 +1,4 @@
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,15 @@ def test_finds_the_one_face_of_a_portrait(detector, astronaut):
     assert 150 <= box.x <= 200 and 40 <= box.y <= 90
     assert 70 <= box.width <= 130 and 70 <= box.height <= 140
     assert 0.0 <= faces[0].score <= 1.0
+
+
+def test_concurrent_calls_give_the_serial_answers(detector, astronaut, coffee):
+    """The service calls one detector from many threads; each call must see only its own image."""
+    images = [astronaut, coffee[::2, ::2]] * 8
+    expected = [[(d.box, round(d.score, 3)) for d in detector.detect(image)] for image in images[:2]] * 8
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(detector.detect, images))
+    assert [[(d.box, round(d.score, 3)) for d in faces] for faces in found] == expected
 
 
 def test_finds_no_face_in_a_photo_of_coffee(detector, coffee):

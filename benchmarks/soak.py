@@ -1,0 +1,226 @@
+"""Soak test on loopback: mixed valid and hostile traffic, then SIGTERM with requests in flight, then a restart.
+
+Starts `uvicorn service.app:app` on a free port, warms it up, and records the server's resident memory and
+open file descriptors from /proc while CONCURRENCY clients send a fixed mix of valid photos and hostile
+uploads (the test corpus of tests/service/hostile.py, oversized bodies, bad parameters). Then it starts a
+batch of slow requests, sends SIGTERM while they are in flight, checks that every one completes, and times
+how long a restarted server takes to answer /readyz. Prints and writes a JSON result.
+
+Usage: python benchmarks/soak.py [--duration 300] [--quick] [--out soak.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the hostile corpus lives with the tests; run from a checkout
+
+from tests.service.hostile import CORPUS  # noqa: E402
+
+CONCURRENCY = 16
+MAX_BYTES = 1_000_000  # a small upload limit keeps the oversized bodies cheap to send
+
+
+def photo(name: str) -> bytes:
+    return (ROOT / "tests" / "fixtures" / name).read_bytes()
+
+
+def requests_mix() -> list[tuple[str, float, dict[str, Any], set[int]]]:
+    """(kind, weight, httpx.request arguments, acceptable statuses); about a third of the traffic is hostile."""
+    face, no_face = photo("astronaut.jpg"), photo("coffee.jpg")
+    hostile = [(name, data, status) for name, (data, status) in CORPUS.items() if status != 200]
+    mix: list[tuple[str, float, dict[str, Any], set[int]]] = [
+        ("predict", 40, {"method": "POST", "url": "/predict", "files": {"image": ("a.jpg", face, "image/jpeg")}}, {200}),
+        ("predict_raw", 8, {"method": "POST", "url": "/predict", "content": no_face,
+                            "headers": {"content-type": "image/jpeg"}}, {200}),
+        ("annotate", 5, {"method": "POST", "url": "/annotate", "files": {"image": ("a.jpg", face, "image/jpeg")}},
+         {200}),
+        ("batch", 4, {"method": "POST", "url": "/predict/batch",
+                      "files": [("images", (f"{i}.jpg", face, "image/jpeg")) for i in range(3)]}, {200}),
+        ("oversized", 2, {"method": "POST", "url": "/predict", "content": b"\0" * (MAX_BYTES + 1),
+                          "headers": {"content-type": "image/jpeg"}}, {413}),
+        ("bad_parameter", 3, {"method": "POST", "url": "/predict", "params": {"max_faces": "-1"},
+                              "files": {"image": ("a.jpg", face, "image/jpeg")}}, {422}),
+        ("missing_field", 3, {"method": "POST", "url": "/predict", "files": {"photo": ("a.jpg", face, "image/jpeg")}},
+         {422}),
+        ("unknown_path", 2, {"method": "GET", "url": "/admin"}, {404}),
+        ("health", 3, {"method": "GET", "url": "/readyz"}, {200}),
+        ("metrics", 1, {"method": "GET", "url": "/metrics"}, {200}),
+    ]  # fmt: skip
+    for name, data, status in hostile:
+        files = {"image": ("photo.jpg", data, "image/jpeg")}
+        mix.append((f"hostile: {name}", 30 / len(hostile), {"method": "POST", "url": "/predict", "files": files},
+                    {status}))  # fmt: skip
+    return mix
+
+
+def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
+    """uvicorn on a free port; returns once /readyz answers 200, with the seconds that took."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "service.app:app", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    while time.monotonic() - started < 120:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return process, url, time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("the server did not become ready")
+
+
+def footprint(pid: int) -> dict[str, int]:
+    """Resident memory (KiB) and open file descriptors of a process, from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+    return {"rss_kib": rss, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+
+
+async def traffic(url: str, seconds: float, seed: int, pid: int) -> dict[str, Any]:
+    """CONCURRENCY clients sending the mix for ``seconds``; counts by kind and status, latencies, footprints."""
+    mix = requests_mix()
+    rng = random.Random(seed)
+    kinds, weights = list(range(len(mix))), [m[1] for m in mix]
+    statuses: Counter[str] = Counter()
+    unexpected: Counter[str] = Counter()
+    latencies: list[float] = []
+    samples: list[dict[str, int]] = []
+    deadline = time.monotonic() + seconds
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        while time.monotonic() < deadline:
+            kind, _, request, allowed = mix[rng.choices(kinds, weights)[0]]
+            started = time.perf_counter()
+            try:
+                response = await client.request(**request)
+            except httpx.TransportError as exc:
+                statuses["transport_error"] += 1
+                unexpected[f"{kind}: {type(exc).__name__}"] += 1
+                continue
+            statuses[f"{response.status_code // 100}xx"] += 1
+            if response.status_code not in allowed:
+                unexpected[f"{kind}: {response.status_code}"] += 1
+            elif kind == "predict":
+                latencies.append((time.perf_counter() - started) * 1000)
+
+    async def sampler() -> None:
+        while time.monotonic() < deadline:
+            samples.append(footprint(pid))
+            await asyncio.sleep(1.0)
+
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=CONCURRENCY)) as client:
+        await asyncio.gather(sampler(), *(client_loop(client) for _ in range(CONCURRENCY)))
+    latencies.sort()
+    return {
+        "requests": sum(statuses.values()),
+        "by_status": dict(sorted(statuses.items())),
+        "unexpected": dict(unexpected),
+        "predict_ms": {"median": round(statistics.median(latencies), 1),
+                       "p99": round(latencies[max(0, int(0.99 * len(latencies)) - 1)], 1)} if latencies else {},
+        "peak_rss_kib": max(s["rss_kib"] for s in samples),
+        "peak_fds": max(s["fds"] for s in samples),
+    }  # fmt: skip
+
+
+async def drain_on_sigterm(process: subprocess.Popen[bytes], url: str, in_flight: int) -> dict[str, Any]:
+    """Start ``in_flight`` slow batch requests, SIGTERM the server while they run, and collect the answers."""
+    face = photo("astronaut.jpg")
+    files = [("images", (f"{i}.jpg", face, "image/jpeg")) for i in range(4)]
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        tasks = [asyncio.create_task(client.post("/predict/batch", files=files)) for _ in range(in_flight)]
+        while True:  # until the server reports all of them in flight (the scrape itself is one more)
+            metrics = (await client.get("/metrics")).text
+            gauge = next(line for line in metrics.splitlines() if line.startswith("facegender_requests_in_flight "))
+            if float(gauge.split()[1]) >= in_flight + 1:
+                break
+            await asyncio.sleep(0.01)
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        answers = await asyncio.gather(*tasks, return_exceptions=True)
+    code = await asyncio.to_thread(process.wait, 60)
+    complete = [a for a in answers if isinstance(a, httpx.Response) and a.status_code == 200
+                and len(a.json()["results"]) == len(files)]  # fmt: skip
+    return {
+        "in_flight_at_sigterm": in_flight,
+        "completed_200": len(complete),
+        "exit_code": code,
+        "exit_seconds_after_sigterm": round(time.monotonic() - sent, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=300.0, help="seconds of measured traffic")
+    parser.add_argument("--warmup", type=float, default=30.0, help="seconds of traffic before the baseline")
+    parser.add_argument("--quick", action="store_true", help="CI size: 15 s of traffic after 8 s of warm-up")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.warmup = 15.0, 8.0
+    env = {"FACEGENDER_MAX_BYTES": str(MAX_BYTES)}
+    process, url, first_start = start_server(env)
+    try:
+        warmup = asyncio.run(traffic(url, args.warmup, seed=1, pid=process.pid))
+        time.sleep(1.0)  # let closed connections go before the baseline
+        baseline = footprint(process.pid)
+        soak = asyncio.run(traffic(url, args.duration, seed=2, pid=process.pid))
+        time.sleep(1.0)
+        after = footprint(process.pid)
+        shutdown = asyncio.run(drain_on_sigterm(process, url, CONCURRENCY))
+    finally:
+        if process.poll() is None:
+            process.kill()
+    restarted, _, restart_seconds = start_server(env)
+    restarted.terminate()
+    restarted.wait(60)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    result = {
+        "concurrency": CONCURRENCY,
+        "warmup_seconds": args.warmup,
+        "duration_seconds": args.duration,
+        "warmup_requests": warmup["requests"],
+        "soak": soak,
+        "rss_kib": {"baseline": baseline["rss_kib"], "after": after["rss_kib"], "peak": soak["peak_rss_kib"]},
+        "rss_growth_percent": round(100 * (after["rss_kib"] - baseline["rss_kib"]) / baseline["rss_kib"], 2),
+        "fds": {"baseline": baseline["fds"], "after": after["fds"], "peak": soak["peak_fds"]},
+        "shutdown": shutdown,
+        "first_start_ready_seconds": round(first_start, 2),
+        "restart_ready_seconds": round(restart_seconds, 2),
+        "machine": f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
