@@ -30,6 +30,23 @@ def test_live_server_predicts_over_real_http(live_server):
     assert 'facegender_requests_total{route="/predict",status="2xx"} 1.0' in metrics
 
 
+def test_logs_hold_no_image_bytes_names_or_client_data(live_server):
+    base, _, log_path = live_server
+    secrets = ["holiday-secret-4821.jpg", "MARKER-PIXELS-5678", "0.123456", "203.0.113.77"]
+    headers = {"X-Request-ID": "log-check-1", "X-Forwarded-For": secrets[3]}
+    photo = (FIXTURES / "astronaut.jpg").read_bytes()
+    for data in (photo, b"II*\x00" + secrets[1].encode() * 4, b"\xff\xd8\xff" + secrets[1].encode()):
+        httpx.post(f"{base}/predict", params={"min_confidence": secrets[2]}, headers=headers, timeout=30,
+                   files={"image": (secrets[0], data, "image/jpeg")})  # fmt: skip
+    httpx.post(f"{base}/predict", content=b"\0" * 20_000_000, headers={**headers, "content-type": "image/jpeg"})
+    log = log_path.read_text()
+    lines = [line for line in log.splitlines() if "[log-check-1]" in line]
+    assert any("POST /predict 200" in line for line in lines) and any("POST /predict 413" in line for line in lines)
+    assert any("refused: invalid_image (400)" in line for line in lines)
+    for secret in secrets:
+        assert secret not in log
+
+
 def test_live_server_stops_cleanly_on_sigterm(live_server):
     _, process, log_path = live_server
     process.send_signal(signal.SIGTERM)
