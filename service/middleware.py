@@ -60,12 +60,8 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse a request body over its path's byte limit with 413, counting bytes as they stream in.
-
-    A declared Content-Length over the limit is refused before any byte is read; a chunked or lying body
-    fails with ``ImageTooLarge`` from ``receive`` as soon as the count passes the limit, so no route ever
-    buffers more than the limit.
-    """
+    """413 for a body over its path's limit: by Content-Length before reading, else as soon as the streamed
+    count passes it (``receive`` raises ``ImageTooLarge``), so no route ever buffers more than the limit."""
 
     def __init__(self, app: ASGIApp, default_limit: int, path_limits: dict[str, int]) -> None:
         self.app = app
