@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import atheris
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="CI size: 15 seconds")
     args = parser.parse_args()
     seconds = 15 if args.quick else args.seconds
+    warnings.simplefilter("ignore")  # PIL warns about most mutated headers; only exceptions count here
     with tempfile.TemporaryDirectory() as work:
         corpus = Path(work)
         seeds = write_seeds(corpus)
