@@ -17,6 +17,6 @@ def test_coverage_guided_fuzzing_finds_no_crash(tmp_path):
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0 and not list(tmp_path.glob("crash-*")), output[-3000:]
-    runs = int(re.search(r"stat::number_of_executed_units: (\d+)", output).group(1))
-    new_units = int(re.search(r"stat::new_units_added: (\d+)", output).group(1))
+    runs = int(re.search(r"stat::number_of_executed_units:\s+(\d+)", output).group(1))
+    new_units = int(re.search(r"stat::new_units_added:\s+(\d+)", output).group(1))
     assert runs > 1000 and new_units > 0  # it really ran, and coverage steered it
