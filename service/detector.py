@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -95,6 +96,9 @@ class SsdFaceDetector:
         self.prototxt = _require(prototxt or base / "deploy.prototxt.txt")
         self.weights = _require(weights or base / "res10_300x300_ssd_iter_140000.caffemodel")
         self._net = cv2.dnn.readNetFromCaffe(str(self.prototxt), str(self.weights))
+        # A cv2.dnn.Net keeps its input and activations inside itself: two threads running it at once
+        # mix their images (measured: wrong face counts and 1 GB RSS at 16 concurrent requests).
+        self._lock = threading.Lock()
 
     def detect(self, image_bgr: npt.NDArray[np.uint8], threshold: float | None = None) -> list[Detection]:
         cut = self.default_threshold if threshold is None else threshold
@@ -105,8 +109,9 @@ class SsdFaceDetector:
             (self.input_size, self.input_size),
             SSD_MEAN_BGR,
         )
-        self._net.setInput(blob)
-        raw = self._net.forward().reshape(-1, 7)
+        with self._lock:
+            self._net.setInput(blob)
+            raw = self._net.forward().reshape(-1, 7)
         found = []
         for _, _, score, x0, y0, x1, y1 in raw:
             if score < cut:
@@ -134,13 +139,16 @@ class HaarFaceDetector:
         if self._cascade.empty():
             raise DetectorFileMissing(f"cannot load the Haar cascade {self.cascade_path}")
         self.min_neighbors = min_neighbors
+        # detectMultiScale3 with reject levels is not thread-safe either (measured: vector range errors).
+        self._lock = threading.Lock()
 
     def detect(self, image_bgr: npt.NDArray[np.uint8], threshold: float | None = None) -> list[Detection]:
         cut = self.default_threshold if threshold is None else threshold
         grey = cv2.equalizeHist(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY))
-        rects, _, weights = self._cascade.detectMultiScale3(
-            grey, scaleFactor=1.1, minNeighbors=self.min_neighbors, minSize=(20, 20), outputRejectLevels=True
-        )
+        with self._lock:
+            rects, _, weights = self._cascade.detectMultiScale3(
+                grey, scaleFactor=1.1, minNeighbors=self.min_neighbors, minSize=(20, 20), outputRejectLevels=True
+            )
         found = []
         for (x, y, w, h), weight in zip(rects, np.ravel(weights), strict=True):
             score = float(1.0 / (1.0 + np.exp(-float(weight))))

@@ -1,3 +1,4 @@
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,14 @@ def test_finds_no_face_in_a_blank_image(detector):
 
 def test_threshold_one_rejects_everything(detector, astronaut):
     assert detector.detect(astronaut, threshold=1.01) == []
+
+
+def test_threads_sharing_one_detector_get_the_answers_of_a_lone_caller(detector, astronaut, coffee):
+    # The service runs requests in a thread pool against one detector; a cv2.dnn.Net is stateful.
+    images = [astronaut, coffee] * 12
+    expected = [detector.detect(image) for image in images[:2]] * 12
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(detector.detect, images)) == expected
 
 
 def test_two_faces_side_by_side_are_both_found_largest_first(astronaut):
