@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import HERE, WORKLOADS, cpu_seconds, machine, process_tree, rss_bytes, start_server
+from common import WORKLOADS, cpu_seconds, machine, process_tree, rss_bytes, start_server
 
 WARM_UP_SECONDS = 3.0
 
@@ -101,9 +101,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))]
 
 
-def run_cell(
-    url: str, pid: int | None, workload: str, concurrency: int, seconds: float
-) -> dict[str, Any]:
+def run_cell(url: str, pid: int | None, workload: str, concurrency: int, seconds: float) -> dict[str, Any]:
     make, expected_faces = WORKLOADS[workload]
     image = make()
     sampler = ServerSampler(pid)

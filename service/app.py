@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import cv2
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
@@ -23,8 +24,10 @@ log = logging.getLogger("facegender")
 
 def load_pipeline(settings: Settings) -> Pipeline:
     """Load the detector and model, failing fast with the offending file named, then warm them up."""
+    if settings.opencv_threads:
+        cv2.setNumThreads(settings.opencv_threads)
     classifier = GenderClassifier(settings.model, threads=settings.ort_threads)
-    detector = create_detector(settings.detector)
+    detector = create_detector(settings.detector, settings.detector_input_size)
     pipeline = Pipeline(detector, classifier, settings.detect_max_side, settings.max_pixels)
     pipeline.warm_up()
     return pipeline

@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from service import metrics
 from service.classifier import GenderClassifier
-from service.detector import Detection, FaceDetector
+from service.detector import Detection, FaceDetector, shrink
 from service.images import DecodedImage, decode_image
 from service.preprocess import Box, preprocess_faces
 
@@ -96,19 +95,18 @@ class Pipeline:
         return Prediction(image, faces, timings)
 
     def detect(self, bgr: npt.NDArray[np.uint8], threshold: float | None) -> list[Detection]:
-        """Detect on a copy no larger than ``detect_max_side`` and map boxes back; largest first."""
+        """Detect on a copy shrunk by the largest whole factor that keeps ``detect_max_side``; boxes map back."""
         height, width = bgr.shape[:2]
-        scale = min(1.0, self.detect_max_side / max(height, width))
-        if scale >= 1.0:
+        factor = max(height, width) // self.detect_max_side
+        if factor < 2:
             return self.detector.detect(bgr, threshold)
-        small = np.asarray(
-            cv2.resize(bgr, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA), np.uint8
-        )
+        small = shrink(bgr, width // factor, height // factor)
+        scale_x, scale_y = width / small.shape[1], height / small.shape[0]
         mapped = []
         for det in self.detector.detect(small, threshold):
             b = det.box
-            x0, y0 = round(b.x / scale), round(b.y / scale)
-            x1, y1 = min(round((b.x + b.width) / scale), width), min(round((b.y + b.height) / scale), height)
+            x0, y0 = round(b.x * scale_x), round(b.y * scale_y)
+            x1, y1 = min(round((b.x + b.width) * scale_x), width), min(round((b.y + b.height) * scale_y), height)
             mapped.append(Detection(Box(x0, y0, x1 - x0, y1 - y0), det.score))
         return sorted(mapped, key=lambda d: d.box.area, reverse=True)
 
