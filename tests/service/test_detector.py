@@ -1,6 +1,7 @@
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -10,6 +11,7 @@ from service.detector import (
     SsdFaceDetector,
     _clip_box,
     create_detector,
+    shrink,
 )
 from service.preprocess import Box
 
@@ -86,3 +88,18 @@ def test_missing_files_fail_fast_with_the_path(tmp_path: Path):
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="unknown detector backend"):
         create_detector("yunet")  # type: ignore[arg-type]
+
+
+def test_shrink_matches_one_area_resize(astronaut):
+    # shrink takes OpenCV's whole-factor fast path first; the result must still be an area average.
+    big = cv2.resize(astronaut, (1920, 1080), interpolation=cv2.INTER_CUBIC)
+    direct = cv2.resize(big, (300, 300), interpolation=cv2.INTER_AREA).astype(int)
+    fast = shrink(big, 300, 300)
+    assert fast.shape == (300, 300, 3) and fast.dtype == np.uint8
+    assert np.abs(fast.astype(int) - direct).mean() < 1.0
+
+
+def test_ssd_input_size_is_configurable(astronaut):
+    small = create_detector("ssd", input_size=240)
+    assert isinstance(small, SsdFaceDetector) and small.input_size == 240
+    assert len(small.detect(astronaut)) == 1
