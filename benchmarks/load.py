@@ -29,8 +29,6 @@ from typing import Any
 import httpx
 from common import WORKLOADS, cpu_seconds, machine, process_tree, rss_bytes, start_server
 
-WARM_UP_SECONDS = 3.0
-
 
 @dataclass
 class Tally:
@@ -67,10 +65,10 @@ class ServerSampler:
         self._thread.join()
 
 
-async def drive(url: str, image: bytes, expected_faces: int, concurrency: int, seconds: float) -> Tally:
+async def drive(url: str, image: bytes, expected_faces: int, concurrency: int, seconds: float, warm_up: float) -> Tally:
     """Closed-loop load: ``concurrency`` tasks each send the image again as soon as the previous answer is in."""
     tally = Tally()
-    counting_from = time.monotonic() + WARM_UP_SECONDS
+    counting_from = time.monotonic() + warm_up
     stop_at = counting_from + seconds
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
@@ -101,14 +99,16 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))]
 
 
-def run_cell(url: str, pid: int | None, workload: str, concurrency: int, seconds: float) -> dict[str, Any]:
+def run_cell(
+    url: str, pid: int | None, workload: str, concurrency: int, seconds: float, warm_up: float
+) -> dict[str, Any]:
     make, expected_faces = WORKLOADS[workload]
     image = make()
     sampler = ServerSampler(pid)
     with sampler:
         server_cpu_before, client_cpu_before = cpu_seconds(sampler.pids()), time.process_time()
         wall_before = time.monotonic()
-        tally = asyncio.run(drive(url, image, expected_faces, concurrency, seconds))
+        tally = asyncio.run(drive(url, image, expected_faces, concurrency, seconds, warm_up))
         wall = time.monotonic() - wall_before
         server_cpu = cpu_seconds(sampler.pids()) - server_cpu_before
         client_cpu = time.process_time() - client_cpu_before
@@ -184,6 +184,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--workload", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
     parser.add_argument("--seconds", type=float, default=20.0, help="counted seconds per cell, after warm-up")
+    parser.add_argument("--warm-up", type=float, default=3.0, help="uncounted seconds at the start of each cell")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the started server")
     parser.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE", help="environment of the server")
     parser.add_argument("--url", default=None, help="drive an already running server instead (no CPU/RSS)")
@@ -199,7 +200,7 @@ def main() -> None:
     try:
         for workload in args.workload:
             for concurrency in args.concurrency:
-                cells.append(run_cell(url, pid, workload, concurrency, args.seconds))
+                cells.append(run_cell(url, pid, workload, concurrency, args.seconds, args.warm_up))
                 print(json.dumps(cells[-1]), flush=True)
     finally:
         if server:
