@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -154,3 +155,11 @@ WORKLOADS = {
     "five faces 1920x1080": (five_faces_1920x1080, 5),
     "no face 600x400": (no_face_photo, 0),
 }
+
+
+def report(table: str, summary: str, path: Path | None, results: dict[str, object]) -> None:
+    """Print the markdown table and the machine line; write them with the results as JSON when asked."""
+    print(table)
+    print(summary)
+    if path is not None:
+        path.write_text(json.dumps({"machine": summary, **results}, indent=1) + "\n")

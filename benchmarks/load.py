@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import WORKLOADS, cpu_seconds, machine, process_tree, rss_bytes, start_server
+from common import WORKLOADS, cpu_seconds, machine, process_tree, report, rss_bytes, start_server
 
 
 @dataclass
@@ -207,10 +207,7 @@ def main() -> None:
             server.stop()
     layout = f"{args.workers} uvicorn worker(s)" + (f", {' '.join(args.env)}" if args.env else "")
     summary = f"{machine()}, load average {os.getloadavg()[0]:.1f} at the end; {layout}; {args.seconds:.0f} s per cell"
-    print(markdown(cells))
-    print(summary)
-    if args.json:
-        args.json.write_text(json.dumps({"machine": summary, "cells": cells}, indent=1) + "\n")
+    report(markdown(cells), summary, args.json, {"cells": cells})
     if args.plot:
         plot(cells, summary, args.plot)
 

