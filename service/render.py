@@ -37,6 +37,14 @@ def encode_jpeg(bgr: npt.NDArray[np.uint8], quality: int = 90) -> bytes:
     return bytes(buffer)
 
 
+def scale_map(grid: npt.NDArray[np.floating], width: int, height: int) -> npt.NDArray[np.float32]:
+    """A small 2-D map stretched to 0..1 (its minimum to its maximum) and resized smoothly to width x height."""
+    grid = grid.astype(np.float32)
+    span = float(grid.max() - grid.min())
+    unit = (grid - grid.min()) / span if span > 0 else np.zeros_like(grid)
+    return np.clip(cv2.resize(unit, (width, height), interpolation=cv2.INTER_CUBIC), 0.0, 1.0).astype(np.float32)
+
+
 def overlay_class_maps(
     bgr: npt.NDArray[np.uint8], faces: list[FacePrediction], spec: CropSpec
 ) -> npt.NDArray[np.uint8]:
@@ -50,12 +58,10 @@ def overlay_class_maps(
         if face.cam is None:
             continue
         label = face.label if face.label in face.cam else max(face.probabilities, key=lambda k: face.probabilities[k])
-        cam = face.cam[label].astype(np.float32)
-        span = float(cam.max() - cam.min())
-        unit = (cam - cam.min()) / span if span > 0 else np.zeros_like(cam)
         x0, y0, x1, y1 = crop_region(face.box, spec)
-        smooth = np.clip(cv2.resize(unit, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
-        heat = cv2.applyColorMap((255 * smooth).astype(np.uint8), cv2.COLORMAP_JET)
+        heat = cv2.applyColorMap(
+            (255 * scale_map(face.cam[label], x1 - x0, y1 - y0)).astype(np.uint8), cv2.COLORMAP_JET
+        )
         cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
         if cx0 >= cx1 or cy0 >= cy1:
             continue
