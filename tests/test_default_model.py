@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import tarfile
 from dataclasses import replace
 
@@ -46,6 +47,9 @@ def test_model_card_is_shipped_with_its_figures():
     assert metadata["temperature"] == pytest.approx(metadata["evaluation"]["temperature"])
     for plot in ("confusion.png", "reliability.png", "groups.png"):
         assert (MODELS / plot).is_file()
+    sheets = re.findall(r"\]\((explanations/[^)]+\.png)\)", card)
+    assert "## Explanations" in card and len(sheets) >= 2
+    assert all((MODELS / sheet).is_file() for sheet in sheets)
 
 
 def softmax(logits):

@@ -29,6 +29,8 @@ from training.export import crop_spec_of, run_dir_files
 from training.model import CLASS_MAPS_LAYER, has_class_maps
 from training.train import TrainConfig, load_samples, load_split_data
 
+INDEX_NAME = "index.json"
+
 
 class GuidedReLU(layers.ReLU):
     """A ReLU whose backward pass lets through only positive gradients at positive inputs (guided backprop)."""
@@ -207,13 +209,21 @@ def explain_images(checkpoint: Path, images: list[Path], out_dir: Path) -> list[
     """One sheet per face found in ``images``; returns the PNGs written."""
     explainer = Explainer(checkpoint)
     crops, titles = explainer.faces_in_images(images)
-    written = []
+    written, entries = [], []
     for explanation in explainer.explain(crops, titles) if len(crops) else []:
         path = out_dir / _file_name(explanation.title)
         draw_sheet(explanation, explainer.temperature, path)
         written.append(path)
+        entries.append({"sheet": path.name, "face": explanation.title, **_rounded(explanation.probabilities)})
+    index = {"checkpoint": str(checkpoint), "images": [str(p) for p in images], "sheets": entries}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
     print(f"{len(written)} faces in {len(images)} images; sheets in {out_dir}")
     return written
+
+
+def _rounded(probabilities: npt.NDArray[np.float64]) -> dict[str, dict[str, float]]:
+    return {"probabilities": dict(zip(LABELS, np.round(probabilities, 4).tolist(), strict=True))}
 
 
 def pick_cases(
@@ -251,9 +261,10 @@ def explain_split(checkpoint: Path, split: str, seed: int, count: int, out_dir: 
                     "source": sample.source,
                     "file": sample.path.name,
                     "truth": LABELS[sample.label],
-                    "probabilities": dict(zip(LABELS, np.round(explanation.probabilities, 4).tolist(), strict=True)),
+                    **_rounded(explanation.probabilities),
                 }
             )
-    (out_dir / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
     print(f"{split}: {index['faces']} faces; sheets for {len(cases['correct'])} correct, {len(cases['wrong'])} wrong")
     return index

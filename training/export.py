@@ -19,6 +19,7 @@ import tf2onnx
 
 from service.preprocess import CropSpec
 from training.datasets import LABELS
+from training.evaluate import EXPLANATIONS_DIR
 from training.model import CLASS_MAPS_LAYER, has_class_maps
 
 INPUT_NAME = "input"
@@ -183,12 +184,16 @@ def export_checkpoint(
 
 
 def _copy_report(report_dir: Path, target: Path) -> None:
-    """Put the model card and its plots (written by evaluate) beside the exported model."""
+    """Put the model card, its plots and its explanation sheets (written by evaluate, explain) beside the model."""
     if not report_dir.is_dir() or report_dir.resolve() == target.resolve():
         return
     for name in ("MODEL_CARD.md", "model_card.json", "confusion.png", "reliability.png", "groups.png"):
         if (report_dir / name).is_file():
             shutil.copyfile(report_dir / name, target / name)
+    sheets = report_dir / EXPLANATIONS_DIR
+    if sheets.is_dir():
+        shutil.rmtree(target / EXPLANATIONS_DIR, ignore_errors=True)
+        shutil.copytree(sheets, target / EXPLANATIONS_DIR)
 
 
 def _validation_faces(run: dict[str, Any], spec: CropSpec, count: int = 256) -> npt.NDArray[np.float32]:

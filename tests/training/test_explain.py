@@ -1,3 +1,5 @@
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -80,4 +82,7 @@ def test_explain_command_writes_one_sheet_per_face(tmp_path, capsys):
     drawn = cv2.imread(str(sheet))
     assert drawn.shape[1] > 3 * drawn.shape[0] and drawn.std() > 10
     assert "1 faces in 2 images" in capsys.readouterr().out
+    index = json.loads((tmp_path / "sheets" / "index.json").read_text())
+    assert [entry["sheet"] for entry in index["sheets"]] == [sheet.name]
+    assert sum(index["sheets"][0]["probabilities"].values()) == pytest.approx(1.0, abs=2e-4)
     assert main(["explain", str(checkpoint), "--out", str(tmp_path)]) == 2
