@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint", type=Path, help="a .keras checkpoint written by train")
     evaluate.add_argument("--out", type=Path, default=None, help="report folder (default: beside the checkpoint)")
     evaluate.add_argument("--limit", type=int, default=None, help="use at most N images per split (quick runs)")
+    evaluate.add_argument(
+        "--explain",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="PHOTO",
+        help="put explanation sheets of these photos in the card (only photos free to publish)",
+    )
     _add_common(evaluate)
 
     export = commands.add_parser("export", help="convert a checkpoint to ONNX plus its metadata JSON")
@@ -118,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "evaluate":
         from training.evaluate import evaluate_checkpoint
 
-        evaluate_checkpoint(args.checkpoint, args.out, args.cache_dir, args.shared_dir, args.limit, args.workers)
+        evaluate_checkpoint(
+            args.checkpoint, args.out, args.cache_dir, args.shared_dir, args.limit, args.workers, args.explain
+        )
         return 0
     if args.command == "explain":
         return _explain(args)

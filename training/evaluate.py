@@ -130,8 +130,10 @@ def evaluate_checkpoint(
     shared_dir: Path | None = None,
     limit: int | None = None,
     workers: int | None = None,
+    explain_photos: list[Path] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint; write evaluation.json beside it and the report (card, plots) to ``out_dir``."""
+    """Evaluate a checkpoint; write evaluation.json beside it and the report (card, plots, and explanation
+    sheets of ``explain_photos``, which must be free to publish) to ``out_dir``."""
     run_dir = checkpoint.parent
     out_dir = out_dir or run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -204,6 +206,10 @@ def evaluate_checkpoint(
     }
     (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     _plots(sets, pooled, groups, out_dir)
+    if explain_photos:
+        from training.explain import explain_images  # it reads the temperature just written
+
+        explain_images(checkpoint, explain_photos, out_dir / EXPLANATIONS_DIR)
     _write_card(result, config, model, out_dir, run_dir)
     print(json.dumps(summary, indent=2))
     return result
@@ -406,7 +412,10 @@ def _explanations_section(model: keras.Model, folder: Path) -> list[str]:
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
     if index.get("sheets"):
         photos = " ".join(index["images"])
-        lines += [f"Sheets for the photos `{photos}` (`python -m training explain CHECKPOINT {photos}`):", ""]
+        lines += [
+            f"Sheets for the photos `{photos}` (`python -m training evaluate CHECKPOINT --explain {photos}`):",
+            "",
+        ]
         lines += [f"![{entry['face']}]({EXPLANATIONS_DIR}/{entry['sheet']})" for entry in index["sheets"]]
         lines.append("")
     lines += [
