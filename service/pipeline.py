@@ -25,6 +25,7 @@ class PredictOptions:
     max_faces: int = 100
     detection_threshold: float | None = None
     min_confidence: float = 0.0
+    explain: bool = False
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class FacePrediction:
     detection_score: float
     probabilities: dict[str, float]
     label: str
+    cam: dict[str, npt.NDArray[np.float32]] | None = None  # pre-pooling class map per label, when asked for
 
 
 @dataclass
@@ -77,17 +79,21 @@ class Pipeline:
         found = self.detect(image.bgr, options.detection_threshold)
         kept = [d for d in found if min(d.box.width, d.box.height) >= options.min_face_size][: options.max_faces]
         detected = time.perf_counter()
-        probs = self.classifier.classify(preprocess_faces(image.bgr, [d.box for d in kept], self.classifier.spec))
+        batch = preprocess_faces(image.bgr, [d.box for d in kept], self.classifier.spec)
+        probs, maps = (
+            self.classifier.classify_with_maps(batch) if options.explain else (self.classifier.classify(batch), None)
+        )
         classified = time.perf_counter()
         metrics.STAGE_DURATION.labels(stage="detect").observe(detected - start)
         metrics.STAGE_DURATION.labels(stage="classify").observe(classified - detected)
 
         faces = []
-        for det, row in zip(kept, probs, strict=True):
+        for n, (det, row) in enumerate(zip(kept, probs, strict=True)):
             p = {label: float(row[i]) for i, label in enumerate(self.classifier.labels)}
             best = max(p, key=lambda k: p[k])
             label = UNCERTAIN if options.min_confidence and p[best] < options.min_confidence else best
-            faces.append(FacePrediction(det.box, det.score, p, label))
+            cam = None if maps is None else {k: maps[n, :, :, i] for i, k in enumerate(self.classifier.labels)}
+            faces.append(FacePrediction(det.box, det.score, p, label, cam))
             metrics.PREDICTIONS.labels(label=label).inc()
         metrics.FACES_PER_IMAGE.observe(len(faces))
         metrics.IMAGES.labels(result="faces" if faces else "no_face").inc()
