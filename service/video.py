@@ -54,12 +54,13 @@ def track_faces(
     moved = []
     for face in faces:
         b = face.box
-        mask = np.zeros_like(previous)
-        mask[b.y : b.y + b.height, b.x : b.x + b.width] = 255
-        corners = cv2.goodFeaturesToTrack(previous, maxCorners=40, qualityLevel=0.01, minDistance=3, mask=mask)
+        # Corners from the box's own pixels: a full-frame search with a mask costs ten times more.
+        inside = np.ascontiguousarray(previous[b.y : b.y + b.height, b.x : b.x + b.width])
+        corners = cv2.goodFeaturesToTrack(inside, maxCorners=40, qualityLevel=0.01, minDistance=3)
         if corners is None or len(corners) < MIN_TRACK_POINTS:
             moved.append(face)
             continue
+        corners = (corners + np.array([b.x, b.y], np.float32)).astype(np.float32)
         found, status, _ = cv2.calcOpticalFlowPyrLK(previous, current, corners, corners.copy())
         ok = status.reshape(-1) == 1
         if ok.sum() < MIN_TRACK_POINTS:

@@ -2,12 +2,11 @@ import json
 import subprocess
 import sys
 
-import cv2
 import numpy as np
 import pytest
 
 from benchmarks.detectors import iou
-from benchmarks.video import write_moving_face_video
+from benchmarks.video import read_frames, write_moving_face_video
 from service.app import load_pipeline
 from service.config import Settings
 from service.pipeline import PredictOptions
@@ -15,15 +14,6 @@ from service.video import VideoError, annotate_video, follow_faces
 from tests.conftest import ROOT
 
 FRAMES, STEP = 30, 14  # the head slides 14 px a frame and is out of the frame from frame 27 on
-
-
-def read_frames(path):
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while (read := capture.read())[0]:
-        frames.append(read[1])
-    capture.release()
-    return frames
 
 
 @pytest.fixture(scope="module")
