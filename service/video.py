@@ -54,7 +54,7 @@ def track_faces(
     moved = []
     for face in faces:
         b = face.box
-        # Corners from the box's own pixels: a full-frame search with a mask costs ten times more.
+        # Corners from the box's own pixels: a full-frame search with a mask costs over ten times as much.
         inside = np.ascontiguousarray(previous[b.y : b.y + b.height, b.x : b.x + b.width])
         corners = cv2.goodFeaturesToTrack(inside, maxCorners=40, qualityLevel=0.01, minDistance=3)
         if corners is None or len(corners) < MIN_TRACK_POINTS:
@@ -80,10 +80,8 @@ def follow_faces(
     stride: int = 1,
     track: bool = False,
 ) -> Iterator[tuple[npt.NDArray[np.uint8], list[FacePrediction], bool]]:
-    """Each frame with its faces, and whether they were detected on it (every ``stride``-th frame).
-
-    Between detections the last faces are carried forward, or moved with the image content when ``track`` is set.
-    """
+    """Each frame with its faces and whether they were detected on it (every ``stride``-th frame); in between,
+    the last faces are carried forward, or moved with the image content when ``track`` is set."""
     if stride < 1:
         raise ValueError("stride must be at least 1")
     faces: list[FacePrediction] = []
