@@ -86,8 +86,8 @@ async function predict() {
     if (request !== latestRequest) return;
     clearResult();
     rawJson.textContent = "";
-    setState("error", "No answer from the service.");
-    showError(`The request failed: ${err.message}`);
+    setState("error", "No usable answer from the service.");
+    showError(`The request failed or its answer was not JSON: ${err.message}`);
     return;
   }
   if (request !== latestRequest) return; // a newer request (another file or slider value) supersedes this one

@@ -8,7 +8,7 @@ const [base, executablePath, photo, screenshot, example] = process.argv.slice(2)
 const seen = {};
 const browser = await chromium.launch({ executablePath });
 try {
-  const page = await browser.newPage({ viewport: { width: 1000, height: 1100 } });
+  const page = await browser.newPage({ viewport: { width: 700, height: 1000 } });
   const pageErrors = [];
   page.on("pageerror", (err) => pageErrors.push(err.message));
   await page.goto(`${base}/`);
@@ -39,9 +39,20 @@ try {
   seen.errorVisible = await page.isVisible("#error");
   seen.boxesAfterError = await page.$$eval(".box", (boxes) => boxes.length);
 
+  // Drag and drop: the same photo dropped on the drop zone.
+  const bytes = readFileSync(photo).toString("base64");
+  const dropped = await page.evaluateHandle((b64) => {
+    const data = new DataTransfer();
+    const content = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    data.items.add(new File([content], "dropped.jpg", { type: "image/jpeg" }));
+    return data;
+  }, bytes);
+  await page.dispatchEvent("#drop", "drop", { dataTransfer: dropped });
+  await page.waitForSelector("body[data-state=done]", { timeout: 30000 });
+  seen.droppedLabels = await page.$$eval(".box", (boxes) => boxes.map((b) => b.classList[1]));
+
   // The README's fetch example, as a page on the service's origin would run it.
   await page.addScriptTag({ content: readFileSync(example, "utf8") });
-  const bytes = readFileSync(photo).toString("base64");
   seen.example = await page.evaluate(async (b64) => {
     const blob = new Blob([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], { type: "image/jpeg" });
     return predictFaces(blob);

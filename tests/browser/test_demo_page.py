@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -24,7 +25,7 @@ def browser_tools() -> tuple[str, str]:
         what
         for what, ok in (
             ("node (Node.js 18+)", node),
-            ("chromium (Debian: apt-get install chromium)", chromium),
+            ("chromium (Debian: apt-get install chromium)", chromium and Path(chromium).is_file()),
             ("playwright-core (npm ci --prefix tests/browser)", (HERE / "node_modules" / "playwright-core").is_dir()),
         )
         if not ok
@@ -77,6 +78,7 @@ def test_demo_page_boxes_every_face_with_its_probabilities(seen):
     # The boxes sit where /predict put them, scaled from image pixels to the displayed photo.
     photo = seen["photo"]
     scale = photo["width"] / seen["json"]["image"]["width"]
+    assert scale < 0.9  # the 700 px window shrinks the 880 px photo, so the boxes must be scaled
     for face, box in zip(faces, seen["boxes"], strict=True):
         assert box["x"] == pytest.approx(photo["x"] + face["box"]["x"] * scale, abs=2)
         assert box["y"] == pytest.approx(photo["y"] + face["box"]["y"] * scale, abs=2)
@@ -94,7 +96,12 @@ def test_demo_page_shows_the_services_error_for_a_bad_file(seen):
 
 def test_demo_page_screenshot_is_saved(seen):
     image = cv2.imread(str(SCREENSHOT))
-    assert image is not None and image.shape[1] == 1000 and image.shape[0] >= 440
+    assert image is not None and image.shape[1] == 700 and image.shape[0] >= 440
+
+
+def test_demo_page_takes_a_dropped_file(seen):
+    # The slider still stands at 1 from the step before, so the new photo is sent with it too.
+    assert seen["droppedLabels"] == ["uncertain", "uncertain"]
 
 
 def test_fetch_example_runs_in_the_browser(seen):
