@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -29,6 +30,9 @@ from service.schemas import (
 )
 
 router = APIRouter()
+
+# The demo page and its assets ship inside the package (see pyproject's package data).
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 # Multipart framing around the file: allow this much beyond the image byte limit.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -264,6 +268,12 @@ async def annotate(
 
     jpeg = await run_in_threadpool(render)
     return Response(jpeg, media_type="image/jpeg")
+
+
+@router.get("/", include_in_schema=False)
+async def demo_page() -> FileResponse:
+    """The single-page demo: upload a photo, see the boxes and the raw JSON."""
+    return FileResponse(STATIC_DIR / "index.html")
 
 
 @router.get("/healthz", response_model=Status, summary="200 while the process is alive")

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import cv2
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.staticfiles import StaticFiles
 
 from service import __version__, api, metrics
 from service.classifier import GenderClassifier
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(api.router)
+    app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
     return app
 
 
