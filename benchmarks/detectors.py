@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -27,13 +26,12 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
+from common import HERE, PHOTOS, cpu_model
 from PIL import Image as PilImage
 
 from service.detector import Detection, FaceDetector, HaarFaceDetector, SsdFaceDetector
 from service.preprocess import Box
 
-HERE = Path(__file__).resolve().parent
-PHOTOS = HERE / "photos"
 SEED = 20240611
 # On the astronaut, haar's square box and res10's taller one both reach IoU 0.8 with the hand-drawn
 # face box, so 0.4 absorbs the backends' box styles; a centre-inside-the-face rule was not used because
@@ -138,6 +136,7 @@ SETTINGS = (
     Setting("ssd 300 px, thr 0.5 (default)", "ssd", 0.5),
     Setting("ssd 300 px, thr 0.3", "ssd", 0.3),
     Setting("ssd 300 px, thr 0.7", "ssd", 0.7),
+    Setting("ssd 240 px, thr 0.5", "ssd", 0.5, input_size=240),
     Setting("ssd 200 px, thr 0.5", "ssd", 0.5, input_size=200),
     Setting("haar (default)", "haar", HaarFaceDetector.default_threshold),
 )
@@ -338,15 +337,6 @@ def evaluate(setting: Setting, samples: list[Sample], repeats: int) -> dict[str,
 
 def box_list(box: Box) -> list[int]:
     return [box.x, box.y, box.width, box.height]
-
-
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def markdown(results: list[dict[str, Any]]) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -13,7 +15,7 @@ from service import metrics
 from service.config import Settings
 from service.errors import ImageTooLarge, InvalidParameter, NotReady, ServiceError
 from service.pipeline import Pipeline, Prediction, PredictOptions
-from service.render import draw_faces, encode_jpeg
+from service.render import draw_faces, encode_jpeg, overlay_class_maps
 from service.schemas import (
     BatchItem,
     BatchResponse,
@@ -28,6 +30,9 @@ from service.schemas import (
 )
 
 router = APIRouter()
+
+# The demo page and its assets ship inside the package (see pyproject's package data).
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 # Multipart framing around the file: the streamed body may be this much larger than the image byte limit.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -87,6 +92,7 @@ def get_pipeline(request: Request) -> Pipeline:
 
 
 def get_options(
+    request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
     min_face_size: Annotated[
         int | None, Query(ge=1, le=100_000, description="smallest face side in pixels (default 20)")
@@ -98,12 +104,19 @@ def get_options(
     min_confidence: Annotated[
         float, Query(ge=0.0, le=1.0, description="below this max(P) the label is 'uncertain'; 0 disables")
     ] = 0.0,
+    explain: Annotated[
+        bool, Query(description="add each face's class activation maps (models with such maps only; else 422)")
+    ] = False,
 ) -> PredictOptions:
+    pipeline: Pipeline | None = request.app.state.pipeline
+    if explain and pipeline is not None and pipeline.classifier.class_maps_name is None:
+        raise InvalidParameter(f"explain=true needs class activation maps; model {pipeline.classifier.name} has none")
     return PredictOptions(
         min_face_size=min_face_size if min_face_size is not None else settings.min_face_size,
         max_faces=max_faces if max_faces is not None else settings.max_faces,
         detection_threshold=detection_threshold if detection_threshold is not None else settings.detection_threshold,
         min_confidence=min_confidence,
+        explain=explain,
     )
 
 
@@ -147,6 +160,9 @@ def _faces(prediction: Prediction) -> list[Face]:
                 "detection_score": round(min(max(f.detection_score, 0.0), 1.0), 4),
                 "gender": {k: round(v, 4) for k, v in f.probabilities.items()},
                 "label": f.label,
+                "cam": None
+                if f.cam is None
+                else {k: np.round(v.astype(np.float64), 4).tolist() for k, v in f.cam.items()},
             }
         )
         for f in prediction.faces
@@ -235,9 +251,22 @@ async def annotate(
     settings: Annotated[Settings, Depends(get_settings)],
     options: Annotated[PredictOptions, Depends(get_options)],
 ) -> Response:
-    _, prediction = await _predict_one(request, settings, options)
-    jpeg = await run_in_threadpool(lambda: encode_jpeg(draw_faces(prediction.image.bgr, prediction.faces)))
+    pipeline, prediction = await _predict_one(request, settings, options)
+
+    def render() -> bytes:
+        bgr = prediction.image.bgr
+        if options.explain:
+            bgr = overlay_class_maps(bgr, prediction.faces, pipeline.classifier.spec)
+        return encode_jpeg(draw_faces(bgr, prediction.faces))
+
+    jpeg = await run_in_threadpool(render)
     return Response(jpeg, media_type="image/jpeg")
+
+
+@router.get("/", include_in_schema=False)
+async def demo_page() -> FileResponse:
+    """The single-page demo: upload a photo, see the boxes and the raw JSON."""
+    return FileResponse(STATIC_DIR / "index.html")
 
 
 @router.get("/healthz", response_model=Status, summary="200 while the process is alive")
@@ -254,8 +283,8 @@ async def readyz(request: Request) -> Status:
 @router.get("/v1/models", response_model=ModelInfo, responses={503: {"model": ErrorResponse}})
 async def model_info(request: Request) -> ModelInfo:
     """The loaded model's metadata: name, version, sha256, input, labels, training data and evaluation."""
-    meta = get_pipeline(request).classifier.metadata
-    return ModelInfo.model_validate(meta)
+    classifier = get_pipeline(request).classifier
+    return ModelInfo.model_validate({**classifier.metadata, "explanations": classifier.class_maps_name is not None})
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus text format")

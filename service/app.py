@@ -6,8 +6,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import cv2
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.staticfiles import StaticFiles
 
 from service import __version__, api, metrics
 from service.classifier import GenderClassifier
@@ -24,8 +26,10 @@ log = logging.getLogger("facegender")
 
 def load_pipeline(settings: Settings) -> Pipeline:
     """Load the detector and model, failing fast with the offending file named, then warm them up."""
+    if settings.opencv_threads:
+        cv2.setNumThreads(settings.opencv_threads)
     classifier = GenderClassifier(settings.model, threads=settings.ort_threads)
-    detector = create_detector(settings.detector, settings.detector_dir)
+    detector = create_detector(settings.detector, settings.detector_input_size, settings.detector_dir)
     pipeline = Pipeline(detector, classifier, settings.detect_max_side, settings.max_pixels)
     pipeline.warm_up()
     return pipeline
@@ -66,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(api.router)
+    app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
     return app
 
 

@@ -30,6 +30,9 @@ class GenderClassifier:
             self.temperature = float(self.metadata.get("temperature", 1.0))
             self.input_name: str = self.metadata["input"]["name"]
             self.output_name: str = self.metadata["output"]["name"]
+            maps = self.metadata.get("class_maps")
+            self.class_maps_name: str | None = maps["name"] if maps else None
+            self.class_maps_shape: tuple[int, ...] = tuple(maps["shape"][1:]) if maps else ()
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{model_path.with_suffix('.json')}: incomplete model metadata ({exc})") from None
         if sorted(self.labels) != ["female", "male"]:
@@ -44,6 +47,11 @@ class GenderClassifier:
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         if self.input_name not in inputs or list(inputs[self.input_name][1:]) != list(self.spec.shape):
             raise ModelLoadError(f"{model_path}: graph inputs {inputs} do not match the metadata {self.spec.shape}")
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        if self.class_maps_name is not None and (
+            self.class_maps_name not in outputs or list(outputs[self.class_maps_name][1:]) != [*self.class_maps_shape]
+        ):
+            raise ModelLoadError(f"{model_path}: graph outputs {outputs} lack the class maps the metadata declares")
 
     @property
     def name(self) -> str:
@@ -63,6 +71,17 @@ class GenderClassifier:
             return np.zeros((0, len(self.labels)), dtype=np.float64)
         raw = self.session.run([self.output_name], {self.input_name: batch})[0]
         return apply_temperature(np.asarray(raw), self.temperature)
+
+    def classify_with_maps(
+        self, batch: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
+        """Calibrated probabilities and the pre-pooling class maps (N, rows, columns, labels) of a batch."""
+        if self.class_maps_name is None:
+            raise ValueError(f"{self.path} has no class activation maps")
+        if len(batch) == 0:
+            return self.classify(batch), np.zeros((0, *self.class_maps_shape), dtype=np.float32)
+        raw, maps = self.session.run([self.output_name, self.class_maps_name], {self.input_name: batch})
+        return apply_temperature(np.asarray(raw), self.temperature), np.asarray(maps, dtype=np.float32)
 
 
 def load_model_files(model_path: Path) -> tuple[dict[str, Any], bytes]:

@@ -23,11 +23,17 @@ class Settings(BaseSettings):
     detection_threshold: float | None = Field(None, ge=0.0, le=1.0, description="default detector cut-off")
     min_face_size: int = Field(20, ge=1, description="default smallest face side reported, pixels")
     max_faces: int = Field(100, ge=1, description="default most faces reported per image")
-    detect_max_side: int = Field(1280, ge=64, description="images are shrunk to this longest side for detection")
+    detector_input_size: int = Field(
+        300, ge=96, le=1024, description="res10 SSD input side in pixels; smaller is faster and misses small faces"
+    )
+    detect_max_side: int = Field(
+        1280, ge=64, description="larger images are shrunk by a whole factor towards this side for detection"
+    )
     max_bytes: int = Field(10 * 1024 * 1024, ge=1, description="largest accepted upload, bytes")
     max_pixels: int = Field(40_000_000, ge=1, description="largest accepted image, width x height")
     max_batch_files: int = Field(16, ge=1, description="most files in one /predict/batch request")
     ort_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads (0: onnxruntime decides)")
+    opencv_threads: int = Field(0, ge=0, description="OpenCV threads per process (0: OpenCV decides)")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
     log_level: str = Field("INFO", description="logging level")
     detector_dir: Path | None = Field(None, description="folder holding the detector's files (default: as installed)")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from service import metrics
 from service.classifier import GenderClassifier
-from service.detector import Detection, FaceDetector
+from service.detector import Detection, FaceDetector, shrink
 from service.images import DecodedImage, decode_image
 from service.preprocess import Box, preprocess_faces
 
@@ -26,6 +25,7 @@ class PredictOptions:
     max_faces: int = 100
     detection_threshold: float | None = None
     min_confidence: float = 0.0
+    explain: bool = False
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class FacePrediction:
     detection_score: float
     probabilities: dict[str, float]
     label: str
+    cam: dict[str, npt.NDArray[np.float32]] | None = None  # pre-pooling class map per label, when asked for
 
 
 @dataclass
@@ -78,17 +79,21 @@ class Pipeline:
         found = self.detect(image.bgr, options.detection_threshold)
         kept = [d for d in found if min(d.box.width, d.box.height) >= options.min_face_size][: options.max_faces]
         detected = time.perf_counter()
-        probs = self.classifier.classify(preprocess_faces(image.bgr, [d.box for d in kept], self.classifier.spec))
+        batch = preprocess_faces(image.bgr, [d.box for d in kept], self.classifier.spec)
+        probs, maps = (
+            self.classifier.classify_with_maps(batch) if options.explain else (self.classifier.classify(batch), None)
+        )
         classified = time.perf_counter()
         metrics.STAGE_DURATION.labels(stage="detect").observe(detected - start)
         metrics.STAGE_DURATION.labels(stage="classify").observe(classified - detected)
 
         faces = []
-        for det, row in zip(kept, probs, strict=True):
+        for n, (det, row) in enumerate(zip(kept, probs, strict=True)):
             p = {label: float(row[i]) for i, label in enumerate(self.classifier.labels)}
             best = max(p, key=lambda k: p[k])
             label = UNCERTAIN if options.min_confidence and p[best] < options.min_confidence else best
-            faces.append(FacePrediction(det.box, det.score, p, label))
+            cam = None if maps is None else {k: maps[n, :, :, i] for i, k in enumerate(self.classifier.labels)}
+            faces.append(FacePrediction(det.box, det.score, p, label, cam))
             metrics.PREDICTIONS.labels(label=label).inc()
         metrics.FACES_PER_IMAGE.observe(len(faces))
         metrics.IMAGES.labels(result="faces" if faces else "no_face").inc()
@@ -96,19 +101,18 @@ class Pipeline:
         return Prediction(image, faces, timings)
 
     def detect(self, bgr: npt.NDArray[np.uint8], threshold: float | None) -> list[Detection]:
-        """Detect on a copy no larger than ``detect_max_side`` and map boxes back; largest first."""
+        """Detect on a copy shrunk by the largest whole factor that keeps ``detect_max_side``; boxes map back."""
         height, width = bgr.shape[:2]
-        scale = min(1.0, self.detect_max_side / max(height, width))
-        if scale >= 1.0:
+        factor = max(height, width) // self.detect_max_side
+        if factor < 2:
             return self.detector.detect(bgr, threshold)
-        small = np.asarray(
-            cv2.resize(bgr, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA), np.uint8
-        )
+        small = shrink(bgr, width // factor, height // factor)
+        scale_x, scale_y = width / small.shape[1], height / small.shape[0]
         mapped = []
         for det in self.detector.detect(small, threshold):
             b = det.box
-            x0, y0 = round(b.x / scale), round(b.y / scale)
-            x1, y1 = min(round((b.x + b.width) / scale), width), min(round((b.y + b.height) / scale), height)
+            x0, y0 = round(b.x * scale_x), round(b.y * scale_y)
+            x1, y1 = min(round((b.x + b.width) * scale_x), width), min(round((b.y + b.height) * scale_y), height)
             mapped.append(Detection(Box(x0, y0, x1 - x0, y1 - y0), det.score))
         return sorted(mapped, key=lambda d: d.box.area, reverse=True)
 

@@ -1,4 +1,4 @@
-"""Draw face boxes and labels on an image for /annotate."""
+"""Draw face boxes, labels and class activation maps on an image for /annotate."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import numpy as np
 import numpy.typing as npt
 
 from service.pipeline import FacePrediction
+from service.preprocess import CropSpec, crop_region
 
 COLOURS = {"female": (180, 60, 230), "male": (230, 160, 40), "uncertain": (160, 160, 160)}  # BGR
+# Weight of the heat map over the photo: strong enough to read, weak enough to still see the face.
+HEAT_ALPHA = 0.45
 
 
 def draw_faces(bgr: npt.NDArray[np.uint8], faces: list[FacePrediction]) -> npt.NDArray[np.uint8]:
@@ -32,3 +35,37 @@ def encode_jpeg(bgr: npt.NDArray[np.uint8], quality: int = 90) -> bytes:
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return bytes(buffer)
+
+
+def scale_map(grid: npt.NDArray[np.floating], width: int, height: int) -> npt.NDArray[np.float32]:
+    """A small 2-D map stretched to 0..1 (its minimum to its maximum) and resized smoothly to width x height."""
+    grid = grid.astype(np.float32)
+    span = float(grid.max() - grid.min())
+    unit = (grid - grid.min()) / span if span > 0 else np.zeros_like(grid)
+    return np.clip(cv2.resize(unit, (width, height), interpolation=cv2.INTER_CUBIC), 0.0, 1.0).astype(np.float32)
+
+
+def overlay_class_maps(
+    bgr: npt.NDArray[np.uint8], faces: list[FacePrediction], spec: CropSpec
+) -> npt.NDArray[np.uint8]:
+    """A copy of the image with each face's map for its predicted label blended over the crop it covers.
+
+    The map is scaled to 0..1 per face (red: strongest evidence for the label), so it shows where, not how much.
+    """
+    out = bgr.copy()
+    height, width = out.shape[:2]
+    for face in faces:
+        if face.cam is None:
+            continue
+        label = face.label if face.label in face.cam else max(face.probabilities, key=lambda k: face.probabilities[k])
+        x0, y0, x1, y1 = crop_region(face.box, spec)
+        heat = cv2.applyColorMap(
+            (255 * scale_map(face.cam[label], x1 - x0, y1 - y0)).astype(np.uint8), cv2.COLORMAP_JET
+        )
+        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+        if cx0 >= cx1 or cy0 >= cy1:
+            continue
+        region = out[cy0:cy1, cx0:cx1]
+        part = heat[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+        out[cy0:cy1, cx0:cx1] = cv2.addWeighted(region, 1.0 - HEAT_ALPHA, part, HEAT_ALPHA, 0.0)
+    return out

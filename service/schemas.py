@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 
 class ModelRef(BaseModel):
@@ -34,6 +34,19 @@ class Face(BaseModel):
     detection_score: float = Field(ge=0.0, le=1.0)
     gender: GenderProbabilities = Field(description="calibrated probabilities; female + male == 1")
     label: str = Field(description="female, male, or uncertain when max(P) < min_confidence", examples=["female"])
+    cam: dict[str, list[list[float]]] | None = Field(
+        None,
+        description="only with explain=true: the model's pre-pooling class activation map per label, "
+        "rows top to bottom over the face crop",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_cam_unless_asked(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave ``cam`` out of the JSON when it was not asked for, so existing clients see no change."""
+        data: dict[str, Any] = handler(self)
+        if data.get("cam") is None:
+            data.pop("cam", None)
+        return data
 
 
 class Timings(BaseModel):
@@ -87,5 +100,7 @@ class ModelInfo(BaseModel):
     architecture: str | None = None
     parameters: int | None = None
     detector: str
+    explanations: bool = Field(description="whether explain=true is available (the model has class activation maps)")
+    class_maps: dict[str, Any] | None = Field(None, description="the class-map output the metadata declares")
     training: dict[str, Any] = Field(default_factory=dict)
     evaluation: dict[str, Any] = Field(default_factory=dict)

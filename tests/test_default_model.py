@@ -2,7 +2,9 @@
 
 import hashlib
 import json
+import re
 import tarfile
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -14,6 +16,8 @@ from service.config import BUNDLED_MODEL
 from service.detector import create_detector
 from service.images import decode_image
 from service.pipeline import Pipeline, PredictOptions
+from service.preprocess import preprocess_faces
+from tests.conftest import ROOT, read_fixture
 
 MODELS = BUNDLED_MODEL.parent
 
@@ -43,6 +47,39 @@ def test_model_card_is_shipped_with_its_figures():
     assert metadata["temperature"] == pytest.approx(metadata["evaluation"]["temperature"])
     for plot in ("confusion.png", "reliability.png", "groups.png"):
         assert (MODELS / plot).is_file()
+    sheets = re.findall(r"\]\((explanations/[^)]+\.png)\)", card)
+    assert "## Explanations" in card and len(sheets) >= 2
+    assert all((MODELS / sheet).is_file() for sheet in sheets)
+
+
+def softmax(logits):
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def test_shipped_class_maps_pool_to_the_served_probabilities():
+    """GAP of the class maps is the softmax input: softmax(GAP) is the raw output, softmax(GAP / T) what is served."""
+    classifier = GenderClassifier(BUNDLED_MODEL)
+    assert classifier.metadata["class_maps"]["name"] == classifier.class_maps_name == "class_maps"
+    assert classifier.metadata["class_maps"]["shape"] == [None, 4, 4, 2]
+    detector = create_detector("ssd")
+    faces = []
+    for image in (
+        read_fixture("astronaut.jpg"),
+        decode_image((ROOT / "benchmarks/photos/camera.jpg").read_bytes(), 10**7).bgr,
+    ):
+        box = detector.detect(image)[0].box
+        for margin in (0.0, 0.2, 0.4):
+            faces.append(preprocess_faces(image, [box], replace(classifier.spec, margin=margin)))
+    batch = np.concatenate(faces + [f[:, :, ::-1] for f in faces])
+    probs, maps = classifier.classify_with_maps(batch)
+    assert maps.shape == (len(batch), 4, 4, 2) and maps.std(axis=(1, 2)).min() > 0
+    logits = maps.astype(np.float64).mean(axis=(1, 2))
+    raw = classifier.session.run([classifier.output_name], {classifier.input_name: batch})[0]
+    np.testing.assert_allclose(softmax(logits), raw, atol=1e-5)
+    np.testing.assert_allclose(softmax(logits / classifier.temperature), probs, atol=1e-5)
+    np.testing.assert_array_equal(probs, classifier.classify(batch))
+    assert {"female", "male"} == {classifier.labels[i] for i in probs.argmax(axis=1)}  # both classes occur
 
 
 @pytest.mark.data

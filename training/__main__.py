@@ -1,4 +1,4 @@
-"""Command line: ``python -m training {prepare,train,evaluate,export}``."""
+"""Command line: ``python -m training {prepare,train,sweep,evaluate,export,explain}``."""
 
 from __future__ import annotations
 
@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint", type=Path, help="a .keras checkpoint written by train")
     evaluate.add_argument("--out", type=Path, default=None, help="report folder (default: beside the checkpoint)")
     evaluate.add_argument("--limit", type=int, default=None, help="use at most N images per split (quick runs)")
+    evaluate.add_argument(
+        "--explain",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="PHOTO",
+        help="put explanation sheets of these photos in the card (only photos free to publish)",
+    )
     _add_common(evaluate)
 
     export = commands.add_parser("export", help="convert a checkpoint to ONNX plus its metadata JSON")
@@ -85,6 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--version", default=None, help="model version (default: today's date)")
     export.add_argument("--opset", type=int, default=17)
     _add_common(export)
+
+    explain = commands.add_parser("explain", help="Grad-CAM and guided-backprop sheets, one PNG per face")
+    explain.add_argument("checkpoint", type=Path, help="a .keras checkpoint written by train")
+    explain.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="photos; every face found is explained")
+    explain.add_argument("--out", type=Path, required=True, metavar="DIR")
+    explain.add_argument(
+        "--from-split",
+        choices=("train", "val", "test"),
+        default=None,
+        help="instead of photos: the first N correct and N wrong faces of this split of the checkpoint's data",
+    )
+    explain.add_argument("--seed", type=int, default=0, help="fixes the order the split's faces are taken in")
+    explain.add_argument("-n", type=int, default=4, help="faces of each kind with --from-split (%(default)s)")
     return parser
 
 
@@ -105,8 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "evaluate":
         from training.evaluate import evaluate_checkpoint
 
-        evaluate_checkpoint(args.checkpoint, args.out, args.cache_dir, args.shared_dir, args.limit, args.workers)
+        evaluate_checkpoint(
+            args.checkpoint, args.out, args.cache_dir, args.shared_dir, args.limit, args.workers, args.explain
+        )
         return 0
+    if args.command == "explain":
+        return _explain(args)
     from training.export import export_checkpoint
 
     export_checkpoint(args.checkpoint, args.out, name=args.name, version=args.version, opset=args.opset)
@@ -152,6 +177,19 @@ def _train(args: argparse.Namespace) -> int:
     if not _data_ok(args):
         return 2
     train(_train_config(args), args.out)
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from training.explain import explain_images, explain_split
+
+    if bool(args.images) == bool(args.from_split):
+        print("error: explain takes either IMAGE paths or --from-split, not both or neither", file=sys.stderr)
+        return 2
+    if args.from_split:
+        explain_split(args.checkpoint, args.from_split, args.seed, args.n, args.out)
+    else:
+        explain_images(args.checkpoint, args.images, args.out)
     return 0
 
 

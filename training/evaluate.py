@@ -20,10 +20,12 @@ from sklearn.metrics import roc_auc_score
 from service.calibration import apply_temperature
 from service.preprocess import CropSpec, to_model_input
 from training.datasets import EXTERNAL_TEST_ARCHIVE, LABELS, Sample, extract_archive, load_extracted
+from training.model import CLASS_MAPS_LAYER, has_class_maps
 from training.prepare import build_crops, detect_samples
 from training.train import TrainConfig, load_samples, load_split_data
 
 ECE_BINS = 15
+EXPLANATIONS_DIR = "explanations"
 AGE_BANDS = ((13, 19), (20, 29), (30, 44), (45, 59), (60, 200))
 MIN_GROUP_SIZE = 30
 
@@ -128,8 +130,10 @@ def evaluate_checkpoint(
     shared_dir: Path | None = None,
     limit: int | None = None,
     workers: int | None = None,
+    explain_photos: list[Path] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint; write evaluation.json beside it and the report (card, plots) to ``out_dir``."""
+    """Evaluate a checkpoint; write evaluation.json beside it and the report (card, plots, and explanation
+    sheets of ``explain_photos``, which must be free to publish) to ``out_dir``."""
     run_dir = checkpoint.parent
     out_dir = out_dir or run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -202,6 +206,10 @@ def evaluate_checkpoint(
     }
     (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     _plots(sets, pooled, groups, out_dir)
+    if explain_photos:
+        from training.explain import explain_images  # it reads the temperature just written
+
+        explain_images(checkpoint, explain_photos, out_dir / EXPLANATIONS_DIR)
     _write_card(result, config, model, out_dir, run_dir)
     print(json.dumps(summary, indent=2))
     return result
@@ -364,6 +372,7 @@ def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model,
         "",
         "![groups](groups.png)",
         "",
+        *_explanations_section(model, out_dir / EXPLANATIONS_DIR),
         "## Limitations",
         "- Binary labels from the datasets' annotators; appearance, not identity. Expect more errors on children",
         "  (not evaluated), profile faces, heavy makeup or occlusion, low light, and groups that are rare in",
@@ -375,6 +384,49 @@ def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model,
     ]
     (out_dir / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
     (out_dir / "model_card.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _explanations_section(model: keras.Model, folder: Path) -> list[str]:
+    """What the explanations are, the sheets ``python -m training explain`` wrote into the report, and how to get
+    sheets for test faces (those stay out of the card: the datasets' licences allow only aggregate figures)."""
+    lines = ["## Explanations", ""]
+    if has_class_maps(model):
+        rows, columns, _ = model.get_layer(CLASS_MAPS_LAYER).output.shape[1:]
+        lines += [
+            "The model ends in a convolution to one map per label and global average pooling, so its maps before",
+            "pooling are class activation maps: the mean of a label's map is that label's logit. The ONNX model",
+            f"returns them as a second output; the service sends them with `explain=true` ({rows}x{columns} per label)",
+            "and draws the predicted label's map over each face with `/annotate?explain=true`.",
+            "",
+        ]
+    lines += [
+        "`python -m training explain CHECKPOINT PHOTO... --out DIR` finds faces with the serving detector and crop",
+        "and draws one sheet per face: the crop the model sees; Grad-CAM for the predicted label (its logit's",
+        "gradients over the last feature maps); the class map, when the model has them; guided backpropagation",
+        "(the input gradient, passing only positive gradients through positive ReLU inputs); guided Grad-CAM",
+        "(their product). Heat maps run from each face's minimum (blue) to its maximum (red): they show where the",
+        "evidence lies, not how strong it is.",
+        "",
+    ]
+    index_path = folder / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    if index.get("sheets"):
+        photos = " ".join(index["images"])
+        lines += [
+            f"Sheets for the photos `{photos}` (`python -m training evaluate CHECKPOINT --explain {photos}`):",
+            "",
+        ]
+        lines += [f"![{entry['face']}]({EXPLANATIONS_DIR}/{entry['sheet']})" for entry in index["sheets"]]
+        lines.append("")
+    lines += [
+        "Sheets of test faces are not in this card: CelebA and UTKFace allow non-commercial research use only, and",
+        "nothing derived from them but weights and aggregate figures is published. To see them, run",
+        "`python -m training explain RUNDIR/best.keras --from-split test --seed 0 -n 4 --out RUNDIR/explanations`:",
+        "it explains the first 4 correctly and 4 wrongly classified test faces in an order fixed by the seed alone,",
+        "so the cases are not picked after looking at them, and lists them in `index.json`.",
+        "",
+    ]
+    return lines
 
 
 def _read_log(path: Path) -> list[dict[str, float]]:

@@ -19,9 +19,12 @@ import tf2onnx
 
 from service.preprocess import CropSpec
 from training.datasets import LABELS
+from training.evaluate import EXPLANATIONS_DIR
+from training.model import CLASS_MAPS_LAYER, has_class_maps
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
+CLASS_MAPS_NAME = CLASS_MAPS_LAYER
 MAX_PARITY_DIFF = 1e-4
 MAX_OPSET = 18
 METADATA_SCHEMA = 1
@@ -50,17 +53,25 @@ def crop_spec_of(run: dict[str, Any], model: keras.Model) -> CropSpec:
     return CropSpec(size=size, colour="rgb" if channels == 3 else "grey")
 
 
+def with_class_maps(model: keras.Model) -> keras.Model:
+    """The model with its pre-pooling class maps as a second output, when it has them; else the model."""
+    if not has_class_maps(model):
+        return model
+    return keras.Model(model.inputs, [model.outputs[0], model.get_layer(CLASS_MAPS_LAYER).output], name=model.name)
+
+
 def convert(model: keras.Model, opset: int = 17) -> onnx.ModelProto:
-    """Convert with a named, batch-dynamic NHWC float32 input and a named probabilities output."""
+    """Convert with a named, batch-dynamic NHWC float32 input, a named probabilities output and, for
+    models with a class-map head, a second output holding the maps."""
     if opset > MAX_OPSET:
         raise ValueError(f"opset {opset} is above {MAX_OPSET}, the highest tf2onnx 1.17 supports")
     spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=INPUT_NAME),)
-    model_proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
-    output = model_proto.graph.output[0]
-    if output.name != OUTPUT_NAME:
-        for node in model_proto.graph.node:
-            node.output[:] = [OUTPUT_NAME if name == output.name else name for name in node.output]
-        output.name = OUTPUT_NAME
+    model_proto, _ = tf2onnx.convert.from_keras(with_class_maps(model), input_signature=spec, opset=opset)
+    for output, wanted in zip(model_proto.graph.output, (OUTPUT_NAME, CLASS_MAPS_NAME), strict=False):
+        if output.name != wanted:
+            for node in model_proto.graph.node:
+                node.output[:] = [wanted if name == output.name else name for name in node.output]
+            output.name = wanted
     onnx.checker.check_model(model_proto)
     return model_proto
 
@@ -69,10 +80,11 @@ def check_parity(model: keras.Model, onnx_bytes: bytes, faces: npt.NDArray[np.fl
     """Run both models on the same faces; raise ParityError if any output differs by more than 1e-4."""
     if len(faces) == 0:
         raise ParityError("no faces to check parity on")
-    expected = model.predict(faces, batch_size=64, verbose=0)
+    expected = with_class_maps(model).predict(faces, batch_size=64, verbose=0)
+    expected = expected if isinstance(expected, list | tuple) else [expected]
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    got = session.run([OUTPUT_NAME], {INPUT_NAME: faces})[0]
-    diff = float(np.max(np.abs(expected - got)))
+    got = session.run([OUTPUT_NAME, CLASS_MAPS_NAME][: len(expected)], {INPUT_NAME: faces})
+    diff = max(float(np.max(np.abs(e - g))) for e, g in zip(expected, got, strict=True))
     if not diff <= MAX_PARITY_DIFF:
         raise ParityError(f"ONNX differs from Keras by {diff:.2e} (limit {MAX_PARITY_DIFF:.0e}) on {len(faces)} faces")
     return diff
@@ -102,6 +114,7 @@ def build_metadata(
             "crop": {"margin": spec.margin, "square": spec.square, "outside": "black"},
         },
         "output": {"name": OUTPUT_NAME, "kind": "softmax"},
+        "class_maps": _class_maps_entry(model),
         "labels": list(LABELS),
         "temperature": float(evaluation.get("temperature", 1.0)),
         "calibration": "p = softmax(log(probabilities) / temperature)",
@@ -114,6 +127,19 @@ def build_metadata(
         },
         "evaluation": evaluation.get("summary", {}),
         "card": "MODEL_CARD.md",
+    }
+
+
+def _class_maps_entry(model: keras.Model) -> dict[str, Any] | None:
+    """How the service finds and reads the class activation maps; None for models without them."""
+    if not has_class_maps(model):
+        return None
+    return {
+        "name": CLASS_MAPS_NAME,
+        "shape": [None, *model.get_layer(CLASS_MAPS_LAYER).output.shape[1:]],
+        "layout": "NHWC, one channel per label",
+        "kind": "logits",
+        "meaning": "the mean of each map over its grid is the logit fed to the softmax of the first output",
     }
 
 
@@ -158,12 +184,16 @@ def export_checkpoint(
 
 
 def _copy_report(report_dir: Path, target: Path) -> None:
-    """Put the model card and its plots (written by evaluate) beside the exported model."""
+    """Put the model card, its plots and its explanation sheets (written by evaluate, explain) beside the model."""
     if not report_dir.is_dir() or report_dir.resolve() == target.resolve():
         return
     for name in ("MODEL_CARD.md", "model_card.json", "confusion.png", "reliability.png", "groups.png"):
         if (report_dir / name).is_file():
             shutil.copyfile(report_dir / name, target / name)
+    sheets = report_dir / EXPLANATIONS_DIR
+    if sheets.is_dir():
+        shutil.rmtree(target / EXPLANATIONS_DIR, ignore_errors=True)
+        shutil.copytree(sheets, target / EXPLANATIONS_DIR)
 
 
 def _validation_faces(run: dict[str, Any], spec: CropSpec, count: int = 256) -> npt.NDArray[np.float32]:

@@ -1,6 +1,7 @@
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -10,6 +11,7 @@ from service.detector import (
     SsdFaceDetector,
     _clip_box,
     create_detector,
+    shrink,
 )
 from service.preprocess import Box
 
@@ -29,15 +31,6 @@ def test_finds_the_one_face_of_a_portrait(detector, astronaut):
     assert 0.0 <= faces[0].score <= 1.0
 
 
-def test_concurrent_calls_give_the_serial_answers(detector, astronaut, coffee):
-    """The service calls one detector from many threads; each call must see only its own image."""
-    images = [astronaut, coffee[::2, ::2]] * 8
-    expected = [[(d.box, round(d.score, 3)) for d in detector.detect(image)] for image in images[:2]] * 8
-    with ThreadPoolExecutor(8) as pool:
-        found = list(pool.map(detector.detect, images))
-    assert [[(d.box, round(d.score, 3)) for d in faces] for faces in found] == expected
-
-
 def test_finds_no_face_in_a_photo_of_coffee(detector, coffee):
     assert detector.detect(coffee) == []
 
@@ -48,6 +41,14 @@ def test_finds_no_face_in_a_blank_image(detector):
 
 def test_threshold_one_rejects_everything(detector, astronaut):
     assert detector.detect(astronaut, threshold=1.01) == []
+
+
+def test_threads_sharing_one_detector_get_the_answers_of_a_lone_caller(detector, astronaut, coffee):
+    # The service runs requests in a thread pool against one detector; a cv2.dnn.Net is stateful.
+    images = [astronaut, coffee] * 12
+    expected = [detector.detect(image) for image in images[:2]] * 12
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(detector.detect, images)) == expected
 
 
 def test_two_faces_side_by_side_are_both_found_largest_first(astronaut):
@@ -87,3 +88,18 @@ def test_missing_files_fail_fast_with_the_path(tmp_path: Path):
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="unknown detector backend"):
         create_detector("yunet")  # type: ignore[arg-type]
+
+
+def test_shrink_matches_one_area_resize(astronaut):
+    # shrink takes OpenCV's whole-factor fast path first; the result must still be an area average.
+    big = cv2.resize(astronaut, (1920, 1080), interpolation=cv2.INTER_CUBIC)
+    direct = cv2.resize(big, (300, 300), interpolation=cv2.INTER_AREA).astype(int)
+    fast = shrink(big, 300, 300)
+    assert fast.shape == (300, 300, 3) and fast.dtype == np.uint8
+    assert np.abs(fast.astype(int) - direct).mean() < 1.0
+
+
+def test_ssd_input_size_is_configurable(astronaut):
+    small = create_detector("ssd", input_size=240)
+    assert isinstance(small, SsdFaceDetector) and small.input_size == 240
+    assert len(small.detect(astronaut)) == 1

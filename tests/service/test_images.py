@@ -122,3 +122,23 @@ def test_animated_webp_is_unsupported():
 def test_sniffing_ignores_names_and_headers():
     assert sniff_format(encode(gradient(), "PNG")) == "PNG"
     assert sniff_format(b"RIFF\x00\x00\x00\x00WAVEfmt ") is None
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_fast_jpeg_path_matches_the_pil_path(orientation, mode, monkeypatch):
+    # Every EXIF orientation and both fast modes: OpenCV's decode must give PIL's upright pixels.
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(gradient(64, 48).convert(mode), "JPEG", exif=exif.tobytes(), quality=95)
+    fast = decode_image(data, LIMIT).bgr
+    monkeypatch.setattr("service.images._decode_jpeg_fast", lambda _: None)
+    slow = decode_image(data, LIMIT).bgr
+    assert fast.shape == slow.shape
+    assert np.abs(fast.astype(int) - slow.astype(int)).max() <= 3
+
+
+def test_truncated_jpeg_is_invalid():
+    data = encode(gradient(256, 256), "JPEG", quality=95)
+    with pytest.raises(InvalidImage):
+        decode_image(data[: len(data) * 2 // 3], LIMIT)

@@ -47,11 +47,14 @@ def test_export_round_trip_matches_keras_in_onnxruntime(tiny_checkpoint, real_fa
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (inp,) = session.get_inputs()
     assert inp.name == "input" and inp.shape[1:] == [32, 32, 3] and not isinstance(inp.shape[0], int)
-    assert [o.name for o in session.get_outputs()] == ["probabilities"]
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "class_maps"]
+    model = keras.models.load_model(tiny_checkpoint)
+    pre_pooling = keras.Model(model.inputs, model.get_layer("class_maps").output)
     for batch in (1, 7):
-        got = session.run(None, {"input": real_faces[:batch]})[0]
-        want = keras.models.load_model(tiny_checkpoint).predict(real_faces[:batch], verbose=0)
-        np.testing.assert_allclose(got, want, atol=1e-4)
+        probs, maps = session.run(None, {"input": real_faces[:batch]})
+        np.testing.assert_allclose(probs, model.predict(real_faces[:batch], verbose=0), atol=1e-4)
+        np.testing.assert_allclose(maps, pre_pooling.predict(real_faces[:batch], verbose=0), atol=1e-4)
+        assert maps.shape == (batch, 2, 2, 2)
 
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved == json.loads(json.dumps(metadata))
@@ -60,9 +63,26 @@ def test_export_round_trip_matches_keras_in_onnxruntime(tiny_checkpoint, real_fa
     assert saved["input"]["name"] == "input" and saved["input"]["layout"] == "NHWC"
     assert saved["input"]["crop"]["margin"] == 0.2 and saved["input"]["colour"] == "rgb"
     assert saved["parity"]["faces"] == len(real_faces) and saved["parity"]["max_abs_diff"] <= 1e-4
+    assert saved["class_maps"]["name"] == "class_maps" and saved["class_maps"]["shape"] == [None, 2, 2, 2]
     props = {p.key: json.loads(p.value) for p in onnx.load(out).metadata_props}
     assert props["labels"] == ["female", "male"] and props["version"] == "2026.1.1"
     assert onnx.load(out).opset_import[0].version <= 18
+
+
+def test_a_model_without_a_class_map_head_exports_probabilities_only(real_faces, tmp_path):
+    import keras
+    import onnxruntime as ort
+
+    inputs = keras.Input((32, 32, 3), name="input")
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="probabilities")(x), name="dense_head")
+    model.save(tmp_path / "best.keras")
+    out = tmp_path / "dense.onnx"
+    metadata = export.export_checkpoint(tmp_path / "best.keras", out, parity_faces=real_faces)
+    assert metadata["class_maps"] is None
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["probabilities"]
 
 
 def test_parity_check_fails_when_the_onnx_graph_is_wrong(tiny_checkpoint, real_faces):

@@ -1,0 +1,118 @@
+"""Where one request's CPU time goes: each pipeline stage, and the alternatives tried for it, per workload.
+
+Usage: python benchmarks/stages.py [--runs 30] [--json benchmarks/stages.json]
+(from the repository root, with the project installed or PYTHONPATH=.)
+
+Every figure is the median CPU time of the calling thread (time.thread_time) over the runs, in
+milliseconds, with one OpenCV thread and one onnxruntime thread, so that it does not depend on other
+work sharing the machine as much as wall time would. This is the profile that the service's
+optimisations were chosen from; the README's performance section quotes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from common import WORKLOADS, machine, report
+
+from service.app import load_pipeline
+from service.config import Settings
+from service.detector import SsdFaceDetector, shrink
+from service.images import decode_image
+from service.pipeline import PredictOptions
+from service.preprocess import preprocess_faces
+
+LIMIT = 40_000_000
+
+
+def cpu_ms(work: Callable[[], object], runs: int) -> float:
+    for _ in range(3):
+        work()
+    times = []
+    for _ in range(runs):
+        start = time.thread_time()
+        work()
+        times.append((time.thread_time() - start) * 1000)
+    return round(statistics.median(times), 2)
+
+
+def pil_decode(data: bytes) -> object:
+    # The service's PIL path, as it was before OpenCV took over plain JPEGs.
+    import service.images
+
+    fast = service.images._decode_jpeg_fast
+    service.images._decode_jpeg_fast = lambda _: None
+    try:
+        return decode_image(data, LIMIT)
+    finally:
+        service.images._decode_jpeg_fast = fast
+
+
+def forward(detector: SsdFaceDetector, blob: np.ndarray) -> object:
+    # Straight to the network: what cross-request batching could save shows in one image against four.
+    detector._net.setInput(blob)
+    return detector._net.forward()
+
+
+def profile(workload: str, runs: int) -> dict[str, Any]:
+    make, _ = WORKLOADS[workload]
+    data = make()
+    pipeline = load_pipeline(Settings(ort_threads=1))
+    image = decode_image(data, LIMIT).bgr
+    boxes = [d.box for d in pipeline.detect(image, None)]
+    batch = preprocess_faces(image, boxes, pipeline.classifier.spec)
+    buffer = np.frombuffer(data, np.uint8)
+    ssd = {size: SsdFaceDetector(input_size=size) for size in (300, 240, 200)}
+    blob = cv2.dnn.blobFromImages([shrink(image, 300, 300)] * 4, 1.0, (300, 300), (104.0, 177.0, 123.0))
+    stages = {
+        "decode, PIL": lambda: pil_decode(data),
+        "decode, service (OpenCV for plain JPEG)": lambda: decode_image(data, LIMIT),
+        "decode, OpenCV at half scale": lambda: cv2.imdecode(buffer, cv2.IMREAD_REDUCED_COLOR_2),
+        "resize to 300x300, one INTER_AREA step": lambda: cv2.resize(image, (300, 300), interpolation=cv2.INTER_AREA),
+        "resize to 300x300, service (whole factor first)": lambda: shrink(image, 300, 300),
+        **{f"detect, res10 SSD {size} px": (lambda d=d: d.detect(image)) for size, d in ssd.items()},
+        "res10 network alone, one image": lambda: forward(ssd[300], blob[:1]),
+        "res10 network alone, batch of 4 images": lambda: forward(ssd[300], blob),
+        "detect, service (SSD 300 on a copy of at most 1280 px)": lambda: pipeline.detect(image, None),
+        "crop + preprocess all faces": lambda: preprocess_faces(image, boxes, pipeline.classifier.spec),
+        "classify all faces, one batch": lambda: pipeline.classifier.classify(batch),
+        "classify all faces, one by one": lambda: [pipeline.classifier.classify(face[None]) for face in batch],
+        "whole pipeline (predict_bytes)": lambda: pipeline.predict_bytes(data, PredictOptions()),
+    }
+    return {
+        "workload": workload,
+        "bytes": len(data),
+        "size": [image.shape[1], image.shape[0]],
+        "faces": len(boxes),
+        "cpu_ms": {name: cpu_ms(work, runs) for name, work in stages.items()},
+    }
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    names = list(results[0]["cpu_ms"])
+    lines = ["| stage, CPU ms | " + " | ".join(r["workload"] for r in results) + " |"]
+    lines.append("| --- |" + " --- |" * len(results))
+    lines += [f"| {name} | " + " | ".join(f"{r['cpu_ms'][name]:.2f}" for r in results) + " |" for name in names]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    results = [profile(workload, args.runs) for workload in WORKLOADS]
+    summary = f"{machine()}, 1 OpenCV thread, 1 onnxruntime thread, median thread CPU time of {args.runs} runs"
+    report(markdown(results), summary, args.json, {"results": results})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The benchmark scripts stay runnable, and concurrent requests to a live server get correct answers."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def run_script(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=True
+    )
+
+
+def test_load_benchmark_at_concurrency_8_gets_every_face_right(tmp_path):
+    # Eight clients at once against one uvicorn: every answer must hold exactly the workload's faces.
+    out = tmp_path / "load.json"
+    run_script("benchmarks/load.py", "--concurrency", "8", "--seconds", "4", "--warm-up", "1", "--json", str(out))
+    cells = json.loads(out.read_text())["cells"]
+    assert [c["workload"] for c in cells] == ["one face 640x480", "five faces 1920x1080", "no face 600x400"]
+    for cell in cells:
+        assert cell["requests"] > 0, cell
+        assert cell["errors"] == 0, cell
+        assert 0 < cell["p50_ms"] <= cell["p95_ms"] <= cell["p99_ms"]
+        assert cell["server_peak_rss_mb"] > 50
+    assert cells[1]["faces_per_s"] == pytest.approx(5 * cells[1]["requests_per_s"], rel=0.01)
+
+
+def test_stage_profile_runs_and_the_pipeline_costs_more_than_its_detection(tmp_path):
+    out = tmp_path / "stages.json"
+    run_script("benchmarks/stages.py", "--runs", "2", "--json", str(out))
+    results = json.loads(out.read_text())["results"]
+    assert [r["faces"] for r in results] == [1, 5, 0]
+    for r in results:
+        stages = r["cpu_ms"]
+        assert all(ms >= 0 for ms in stages.values())
+        assert stages["whole pipeline (predict_bytes)"] > stages["classify all faces, one batch"]
