@@ -15,10 +15,8 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,18 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from common import PHOTOS, ROOT, machine, rss_bytes, start_server
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the hostile corpus lives with the tests; run from a checkout
 
-from tests.service.hostile import CORPUS  # noqa: E402
+from tests.service.hostile import CORPUS
 
 CONCURRENCY = 16
 MAX_BYTES = 1_000_000  # a small upload limit keeps the oversized bodies cheap to send
 
 
 def photo(name: str) -> bytes:
-    return (ROOT / "tests" / "fixtures" / name).read_bytes()
+    return (PHOTOS / name).read_bytes()
 
 
 @dataclass(frozen=True)
@@ -91,36 +89,16 @@ def wrong_answer(kind: Kind, response: httpx.Response) -> str | None:
     return None
 
 
-def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
-    """uvicorn on a free port; returns once /readyz answers 200, with the seconds that took."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+def timed_start(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
+    """A uvicorn serving the app, and the seconds from launch until /readyz answered 200."""
     started = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "service.app:app", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    while time.monotonic() - started < 120:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return process, url, time.monotonic() - started
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("the server did not become ready")
+    server = start_server(env=env)
+    return server.process, server.url, time.monotonic() - started
 
 
 def footprint(pid: int) -> dict[str, int]:
     """Resident memory (KiB) and open file descriptors of a process, from /proc."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-    return {"rss_kib": rss, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+    return {"rss_kib": rss_bytes([pid]) // 1024, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
 
 
 async def traffic(url: str, seconds: float, seed: int, pid: int) -> dict[str, Any]:
@@ -207,8 +185,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.duration, args.warmup = 10.0, 5.0
-    env = {"FACEGENDER_MAX_BYTES": str(MAX_BYTES)}
-    process, url, first_start = start_server(env)
+    env = {"FACEGENDER_MAX_BYTES": str(MAX_BYTES), "FACEGENDER_LOG_LEVEL": "WARNING"}
+    process, url, first_start = timed_start(env)
     try:
         warmup = asyncio.run(traffic(url, args.warmup, seed=1, pid=process.pid))
         time.sleep(1.0)  # let closed connections go before the baseline
@@ -220,11 +198,9 @@ def main() -> None:
     finally:
         if process.poll() is None:
             process.kill()
-    restarted, _, restart_seconds = start_server(env)
+    restarted, _, restart_seconds = timed_start(env)
     restarted.terminate()
     restarted.wait(60)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
     result = {
         "concurrency": CONCURRENCY,
         "warmup_seconds": args.warmup,
@@ -237,7 +213,7 @@ def main() -> None:
         "shutdown": shutdown,
         "first_start_ready_seconds": round(first_start, 2),
         "restart_ready_seconds": round(restart_seconds, 2),
-        "machine": f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
+        "machine": f"{machine()}, load average {os.getloadavg()[0]:.1f}",
     }
     text = json.dumps(result, indent=2)
     print(text)
