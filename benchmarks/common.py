@@ -136,7 +136,7 @@ def rss_bytes(pids: list[int]) -> int:
 
 def five_faces_1920x1080() -> bytes:
     """Five pasted faces, 150-260 px wide, on the rocket photo scaled to 1920x1080, as JPEG q90."""
-    from detectors import FACE_SOURCES, Composite, load, make_composite
+    from benchmarks.detectors import FACE_SOURCES, Composite, load, make_composite
 
     photos = {name: load(f"{name}.jpg") for name in (*FACE_SOURCES, "rocket")}
     image, faces, _ = make_composite(Composite("rocket", (1920, 1080), 5, (150, 260)), photos, np.random.default_rng(5))

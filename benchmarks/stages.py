@@ -1,7 +1,7 @@
 """Where one request's CPU time goes: each pipeline stage, and the alternatives tried for it, per workload.
 
 Usage: python benchmarks/stages.py [--runs 30] [--json benchmarks/stages.json]
-(from the repository root, with the project installed or PYTHONPATH=.)
+(from the repository root with PYTHONPATH=. so that `benchmarks` imports)
 
 Every figure is the median CPU time of the calling thread (time.thread_time) over the runs, in
 milliseconds, with one OpenCV thread and one onnxruntime thread, so that it does not depend on other
@@ -20,8 +20,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-from common import WORKLOADS, machine, report
 
+from benchmarks.common import WORKLOADS, machine, report
 from service.app import load_pipeline
 from service.config import Settings
 from service.detector import SsdFaceDetector, shrink

@@ -8,7 +8,7 @@ the frames that show the face. Last, it times one box update of our optical-flow
 OpenCV's MIL tracker (the one classic tracker in opencv-python-headless) and one full detection.
 
 Usage: python benchmarks/video.py [--frames 120] [--repeats 5]
-(from the repository root, with the project installed or PYTHONPATH=.)
+(from the repository root with PYTHONPATH=. so that `benchmarks` imports)
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.detectors import FACE_SOURCES, PHOTOS, cpu_model, iou
+from benchmarks.common import PHOTOS, cpu_model
+from benchmarks.detectors import FACE_SOURCES, iou
 from service.app import load_pipeline
 from service.config import Settings
 from service.images import DecodedImage
