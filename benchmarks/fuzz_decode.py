@@ -3,10 +3,11 @@
 Seeds are the hostile corpus of tests/service/hostile.py plus small valid files of every supported format.
 PIL's Python image plugins and service.images are instrumented, so libFuzzer steers mutations into new
 branches of the header parsers. Any exception other than the service's own refusal is a crash; libFuzzer
-then writes the input to ./crash-<sha1> and exits non-zero. The statistics at the end (executions,
+then writes the input to <artifacts>/crash-<sha1> and exits non-zero. The statistics at the end (executions,
 executions per second, new coverage units, peak RSS) are the figures.
 
-Usage: python benchmarks/fuzz_decode.py [--seconds 300] [--quick]
+Usage: python benchmarks/fuzz_decode.py [--seconds 300] [--quick] [--artifacts DIR]
+(from the repository root with PYTHONPATH=.: the hostile corpus comes from tests/service/hostile.py)
 """
 
 from __future__ import annotations
@@ -20,14 +21,11 @@ from pathlib import Path
 
 import atheris
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the seed corpus lives with the tests; run from a checkout
-
 with atheris.instrument_imports(include=["PIL", "service"]):
     from service.errors import ServiceError
     from service.images import decode_image
 
-from tests.service.hostile import CORPUS, encode, noise  # noqa: E402
+from tests.service.hostile import CORPUS, encode, noise
 
 MAX_PIXELS = 4_000_000  # smaller than the service default, so each execution stays fast
 
@@ -51,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=300, help="how long libFuzzer runs")
     parser.add_argument("--quick", action="store_true", help="CI size: 15 seconds")
+    parser.add_argument("--artifacts", type=Path, default=Path(), help="where libFuzzer writes crashing inputs")
     args = parser.parse_args()
     seconds = 15 if args.quick else args.seconds
     warnings.simplefilter("ignore")  # PIL warns about most mutated headers; only exceptions count here
@@ -60,7 +59,7 @@ def main() -> None:
         print(f"{seeds} seed files", flush=True)
         atheris.Setup(
             [sys.argv[0], str(corpus), f"-max_total_time={seconds}", "-rss_limit_mb=2048", "-timeout=10",
-             "-max_len=65536", "-print_final_stats=1"],
+             "-max_len=65536", "-print_final_stats=1", f"-artifact_prefix={args.artifacts}/"],
             decode_one,
         )  # fmt: skip
         atheris.Fuzz()  # libFuzzer ends the process: 0 after the time is up, non-zero on a crash

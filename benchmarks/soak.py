@@ -6,7 +6,8 @@ uploads (the test corpus of tests/service/hostile.py, oversized bodies, bad para
 batch of slow requests, sends SIGTERM while they are in flight, checks that every one completes, and times
 how long a restarted server takes to answer /readyz. Prints and writes a JSON result.
 
-Usage: python benchmarks/soak.py [--duration 300] [--quick] [--out soak.json]
+Usage: python benchmarks/soak.py [--duration 300] [--warmup 30] [--quick] [--out benchmarks/soak.json]
+(from the repository root with PYTHONPATH=.: the hostile corpus comes from tests/service/hostile.py)
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import random
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -27,10 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import PHOTOS, ROOT, machine, rss_bytes, start_server
 
-sys.path.insert(0, str(ROOT))  # the hostile corpus lives with the tests; run from a checkout
-
+from benchmarks.common import PHOTOS, machine, rss_bytes, start_server
 from tests.service.hostile import CORPUS
 
 CONCURRENCY = 16

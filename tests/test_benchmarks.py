@@ -1,7 +1,9 @@
-"""The benchmark scripts stay runnable, and concurrent requests to a live server get correct answers."""
+"""The benchmark scripts stay runnable, concurrent requests to a live server get correct answers, and the quick
+soak and fuzzing runs hold."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -42,3 +44,31 @@ def test_stage_profile_runs_and_the_pipeline_costs_more_than_its_detection(tmp_p
         stages = r["cpu_ms"]
         assert all(ms >= 0 for ms in stages.values())
         assert stages["whole pipeline (predict_bytes)"] > stages["classify all faces, one batch"]
+
+
+def test_quick_soak_holds(tmp_path):
+    # Mixed valid and hostile traffic at concurrency 16, then SIGTERM with requests in flight, then a restart.
+    out = tmp_path / "soak.json"
+    run_script("benchmarks/soak.py", "--quick", "--out", str(out))
+    result = json.loads(out.read_text())
+    soak = result["soak"]
+    assert soak["requests"] > 50
+    assert soak["unexpected"] == {}, soak["unexpected"]  # every status, and every face count, as it should be
+    assert set(soak["by_status"]) <= {"2xx", "4xx"}, soak["by_status"]  # no 5xx, no transport errors
+    assert result["rss_growth_percent"] <= 10, result["rss_kib"]
+    assert result["fds"]["after"] <= result["fds"]["baseline"], result["fds"]
+    shutdown = result["shutdown"]
+    assert shutdown["in_flight_at_sigterm"] >= 1
+    assert shutdown["completed_200"] == shutdown["requests"], shutdown
+    assert shutdown["exit_code"] in (0, -15)  # uvicorn re-raises SIGTERM after its graceful shutdown
+    assert result["restart_ready_seconds"] < 60
+
+
+def test_coverage_guided_fuzzing_finds_no_crash(tmp_path):
+    # libFuzzer mutates the hostile corpus for 15 s; any exception but the service's own refusals is a crash.
+    result = run_script("benchmarks/fuzz_decode.py", "--quick", "--artifacts", str(tmp_path), timeout=120)
+    output = result.stdout + result.stderr
+    assert not list(tmp_path.glob("crash-*")), output[-3000:]
+    runs = int(re.search(r"stat::number_of_executed_units:\s+(\d+)", output).group(1))
+    new_units = int(re.search(r"stat::new_units_added:\s+(\d+)", output).group(1))
+    assert runs > 1000 and new_units > 0  # it really ran, and coverage steered it
