@@ -29,7 +29,9 @@ def load_pipeline(settings: Settings) -> Pipeline:
     if settings.opencv_threads:
         cv2.setNumThreads(settings.opencv_threads)
     classifier = GenderClassifier(settings.model, threads=settings.ort_threads)
-    detector = create_detector(settings.detector, settings.detector_input_size, settings.detector_dir)
+    detector = create_detector(
+        settings.detector, settings.detector_input_size, settings.detector_dir, settings.detector_copies
+    )
     pipeline = Pipeline(detector, classifier, settings.detect_max_side, settings.max_pixels)
     pipeline.warm_up()
     return pipeline

@@ -1,3 +1,5 @@
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from service.detector import (
     HaarFaceDetector,
     SsdFaceDetector,
     _clip_box,
+    _Copies,
     create_detector,
     shrink,
 )
@@ -43,8 +46,11 @@ def test_threshold_one_rejects_everything(detector, astronaut):
     assert detector.detect(astronaut, threshold=1.01) == []
 
 
-def test_threads_sharing_one_detector_get_the_answers_of_a_lone_caller(detector, astronaut, coffee):
+@pytest.mark.parametrize("backend", ["ssd", "haar"])
+@pytest.mark.parametrize("copies", [1, 3])
+def test_threads_sharing_one_detector_get_the_answers_of_a_lone_caller(backend, copies, astronaut, coffee):
     # The service runs requests in a thread pool against one detector; a cv2.dnn.Net is stateful.
+    detector = create_detector(backend, copies=copies)
     images = [astronaut, coffee] * 12
     expected = [detector.detect(image) for image in images[:2]] * 12
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -103,3 +109,25 @@ def test_ssd_input_size_is_configurable(astronaut):
     small = create_detector("ssd", input_size=240)
     assert isinstance(small, SsdFaceDetector) and small.input_size == 240
     assert len(small.detect(astronaut)) == 1
+
+
+def test_a_returned_copy_goes_to_the_longest_waiting_caller():
+    # A plain lock let a few requests wait 12 s under load while others cycled; borrowing must be FIFO.
+    copies = _Copies(object, 1)
+    order: list[int] = []
+
+    def borrow(n: int) -> None:
+        with copies.borrow():
+            order.append(n)
+
+    threads = []
+    with copies.borrow():
+        for n in range(6):
+            threads.append(threading.Thread(target=borrow, args=(n,)))
+            threads[-1].start()
+            deadline = time.monotonic() + 5
+            while len(copies._waiting) < n + 1 and time.monotonic() < deadline:
+                time.sleep(0.001)
+    for thread in threads:
+        thread.join(timeout=5)
+    assert order == list(range(6))
