@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     max_pixels: int = Field(40_000_000, ge=1, description="largest accepted image, width x height")
     max_batch_files: int = Field(16, ge=1, description="most files in one /predict/batch request")
     ort_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads (0: onnxruntime decides)")
-    detector_copies: int = Field(1, ge=1, le=64, description="detector copies: images detected at once")
+    detector_copies: int = Field(2, ge=1, le=64, description="detector copies: images detected at once")
     opencv_threads: int = Field(0, ge=0, description="OpenCV threads per process (0: OpenCV decides)")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
     log_level: str = Field("INFO", description="logging level")
