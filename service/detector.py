@@ -41,7 +41,7 @@ class _Copies(Generic[T]):
     mix their images (measured: wrong face counts and 1 GB RSS at 16 concurrent requests), and the
     cascade's detectMultiScale3 fails with vector range errors. Several copies let requests run in
     parallel on several cores inside one process. A returned copy goes straight to the longest-waiting
-    caller: with a plain lock or queue, a few requests waited 12 s under load while others cycled.
+    caller: with a plain lock or queue, a few requests waited many seconds under load while others cycled.
     """
 
     def __init__(self, make: Callable[[], T], count: int) -> None:

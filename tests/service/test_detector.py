@@ -112,7 +112,7 @@ def test_ssd_input_size_is_configurable(astronaut):
 
 
 def test_a_returned_copy_goes_to_the_longest_waiting_caller():
-    # A plain lock let a few requests wait 12 s under load while others cycled; borrowing must be FIFO.
+    # A plain lock let a few requests wait many seconds under load while others cycled; borrowing must be FIFO.
     copies = _Copies(object, 1)
     order: list[int] = []
 
