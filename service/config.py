@@ -10,7 +10,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.detector import Backend
 
-BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "gender.onnx"
+# An installed wheel carries the bundled model as package data (service/model/, see pyproject.toml); a checkout
+# or an editable install reads models/ at the top of the repository, the one copy kept by hand.
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_INSTALLED_MODEL = _PACKAGE_DIR / "model" / "gender.onnx"
+BUNDLED_MODEL = _INSTALLED_MODEL if _INSTALLED_MODEL.is_file() else _PACKAGE_DIR.parent / "models" / "gender.onnx"
 
 
 class Settings(BaseSettings):
