@@ -17,7 +17,7 @@ from service.config import Settings
 from service.detector import create_detector
 from service.errors import install_error_handlers
 from service.logs import configure_logging
-from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.middleware import STATIC_PREFIX, BodyLimitMiddleware, RequestContextMiddleware
 from service.pipeline import Pipeline
 from service.security import install_access_control
 
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(api.router)
-    app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
+    app.mount(STATIC_PREFIX, StaticFiles(directory=api.STATIC_DIR), name="static")
     return app
 
 
