@@ -48,6 +48,20 @@ def test_raw_image_body_is_accepted(client, astronaut_jpeg):
     assert len(response.json()["faces"]) == 1
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L"], ids=["ppm", "pgm"])
+def test_netpbm_photos_are_accepted_like_png(client, astronaut_jpeg, mode):
+    photo = Image.open(io.BytesIO(astronaut_jpeg)).convert(mode)
+    png, netpbm = io.BytesIO(), io.BytesIO()
+    photo.save(png, "PNG")
+    photo.save(netpbm, "PPM")
+    expected = post_image(client, png.getvalue(), content_type="image/png").json()["faces"]
+    response = post_image(client, netpbm.getvalue(), content_type="image/x-portable-anymap", filename="face.pnm")
+    assert response.status_code == 200, response.text
+    assert response.json()["faces"] == expected and len(expected) == 1
+    raw = client.post("/predict", content=netpbm.getvalue(), headers={"content-type": "image/x-portable-pixmap"})
+    assert raw.status_code == 200 and raw.json()["faces"] == expected
+
+
 def test_faces_are_ordered_largest_first_and_limits_apply(client, two_faces_jpeg):
     faces = post_image(client, two_faces_jpeg).json()["faces"]
     assert len(faces) == 2
