@@ -20,6 +20,8 @@ FOLDER_NAMES = {
     "male": "male", "males": "male", "man": "male", "men": "male", "m": "male",
 }  # fmt: skip
 GENDER_VALUES = {**FOLDER_NAMES, "1": "female", "0": "male"}
+# The columns load_labels_csv reads: the first two required, the rest optional.
+CSV_COLUMNS = "path,gender[,person_id,age,race,split]"
 
 
 @dataclass(frozen=True)

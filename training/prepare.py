@@ -11,7 +11,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy.typing as npt
 
 from service.detector import Backend, Detection, FaceDetector, create_detector
 from service.preprocess import Box, CropSpec, crop_face
-from training.datasets import Sample, extract_archive
+from training.datasets import DatasetError, Sample, extract_archive
 
 DEFAULT_CACHE = Path(os.environ.get("FACEGENDER_CACHE", Path.home() / ".cache" / "facegender"))
 DEFAULT_SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
@@ -35,7 +36,7 @@ def extract_archives(shared_dir: Path, cache_dir: Path) -> list[Path]:
     """Unpack every ``*.tar.gz`` of ``shared_dir`` into the cache once; return the folders."""
     archives = sorted(shared_dir.glob("*.tar.gz"))
     if not archives:
-        raise FileNotFoundError(f"no *.tar.gz archives in {shared_dir}")
+        raise DatasetError(f"no *.tar.gz archives in {shared_dir}; --shared-dir names the folder that holds them")
     return [extract_archive(archive, cache_dir) for archive in archives]
 
 
@@ -132,16 +133,27 @@ def detect_samples(
         writer = csv.writer(handle)
         if new_file:
             writer.writerow(["path", "x", "y", "width", "height", "score", "status"])
+        outcomes: Counter[str] = Counter()
         for done, (image_path, record) in enumerate(pool.imap_unordered(_detect_one, todo, chunksize=32), 1):
             box = record.box
             coords = [box.x, box.y, box.width, box.height] if box else ["", "", "", ""]
             writer.writerow([image_path, *coords, f"{record.score:.4f}", record.status])
             records[image_path] = record
+            outcomes[record.status] += 1
             if done % 2000 == 0 or done == len(todo):
                 rate = done / (time.monotonic() - started)
-                print(f"  detected {done}/{len(todo)} images ({rate:.0f}/s)", flush=True)
+                progress = f"looked for faces in {done}/{len(todo)} images ({rate:.0f}/s)"
+                print(f"  {progress}: {outcome_text(outcomes)}", flush=True)
                 handle.flush()
     return records
+
+
+def outcome_text(statuses: Mapping[str, int]) -> str:
+    """Detection outcomes as a person reads them: '22 with a face, 2 without, 0 unreadable'."""
+    return (
+        f"{statuses.get('ok', 0)} with a face, {statuses.get('no_face', 0)} without, "
+        f"{statuses.get('unreadable', 0)} unreadable"
+    )
 
 
 def spec_key(spec: CropSpec, samples: Iterable[Sample]) -> str:
