@@ -59,6 +59,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Detects every face in an image and returns calibrated apparent-gender probabilities per face.",
         lifespan=lifespan,
+        # One schema per model, from its fields: Face's serializer (which leaves out fields not asked for) would
+        # otherwise make the response schema of a face a free-form object.
+        separate_input_output_schemas=False,
     )
     app.state.settings = settings
     app.state.pipeline = None
