@@ -1,4 +1,4 @@
-"""Pydantic response models: the JSON contract of ../shared/API.md."""
+"""Pydantic response models: the JSON contract of docs/API.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The client examples in examples/ are the README's, and they work against a live server."""
+"""The client examples in examples/ are the ones docs/usage.md shows, and they work against a live server."""
 
 import json
 import shutil
@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import FIXTURES, ROOT
 from tests.live import start_service, stop
 
-# Each example file and the language of the README code block that shows it.
+# Each example file and the language of the docs/usage.md code block that shows it.
 EXAMPLES = {"predict.sh": "bash", "predict.py": "python", "predict.js": "javascript"}
 
 
@@ -29,9 +29,9 @@ def not_an_image(tmp_path):
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_readme_shows_each_example_verbatim(name):
+def test_usage_page_shows_each_example_verbatim(name):
     source = (ROOT / "examples" / name).read_text()
-    assert f"```{EXAMPLES[name]}\n{source}```\n" in (ROOT / "README.md").read_text()
+    assert f"```{EXAMPLES[name]}\n{source}```\n" in (ROOT / "docs" / "usage.md").read_text()
 
 
 def run(*command):
