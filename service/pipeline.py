@@ -12,7 +12,7 @@ from service import metrics
 from service.classifier import GenderClassifier
 from service.detection import Detection, FaceDetector, shrink
 from service.images import DecodedImage, decode_image
-from service.preprocess import Box, preprocess_faces
+from service.preprocess import Box, Point, preprocess_faces
 
 UNCERTAIN = "uncertain"
 
@@ -35,6 +35,7 @@ class FacePrediction:
     probabilities: dict[str, float]
     label: str
     cam: dict[str, npt.NDArray[np.float32]] | None = None  # pre-pooling class map per label, when asked for
+    landmarks: dict[str, Point] | None = None
 
 
 @dataclass
@@ -93,7 +94,7 @@ class Pipeline:
             best = max(p, key=lambda k: p[k])
             label = UNCERTAIN if options.min_confidence and p[best] < options.min_confidence else best
             cam = None if maps is None else {k: maps[n, :, :, i] for i, k in enumerate(self.classifier.labels)}
-            faces.append(FacePrediction(det.box, det.score, p, label, cam))
+            faces.append(FacePrediction(det.box, det.score, p, label, cam, det.landmarks))
             metrics.PREDICTIONS.labels(label=label).inc()
         metrics.FACES_PER_IMAGE.observe(len(faces))
         metrics.IMAGES.labels(result="faces" if faces else "no_face").inc()

@@ -15,13 +15,15 @@ HEAT_ALPHA = 0.45
 
 
 def draw_faces(bgr: npt.NDArray[np.uint8], faces: list[FacePrediction]) -> npt.NDArray[np.uint8]:
-    """A copy of the image with each face's box and 'label 93%' above it."""
+    """A copy of the image with each face's box, its landmarks as dots, and 'label 93%' above it."""
     out = bgr.copy()
     scale = max(0.4, min(out.shape[:2]) / 900)
     thickness = max(1, round(2 * scale))
     for face in faces:
         b, colour = face.box, COLOURS.get(face.label, COLOURS["uncertain"])
         cv2.rectangle(out, (b.x, b.y), (b.x + b.width, b.y + b.height), colour, thickness)
+        for x, y in (face.landmarks or {}).values():
+            cv2.circle(out, (round(x), round(y)), thickness + 1, colour, -1)
         text = f"{face.label} {100 * max(face.probabilities.values()):.0f}%"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
         top = b.y - th - base - 4 if b.y - th - base - 4 >= 0 else b.y + b.height
