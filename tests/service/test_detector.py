@@ -1,3 +1,4 @@
+import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -154,7 +155,7 @@ def test_opencv_backends_give_no_landmarks(astronaut):
 
 
 def _small_face_scene(astronaut: np.ndarray, face_side: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """The astronaut's head shrunk so that its face is about ``face_side`` px, at a known spot of a 1920x1080 grey scene."""
+    """The astronaut's head shrunk to a face about ``face_side`` px wide, at a known spot of a grey 1920x1080 scene."""
     head = astronaut[20:220, 120:330]
     scale = face_side / 95
     head = cv2.resize(head, (round(head.shape[1] * scale), round(head.shape[0] * scale)), interpolation=cv2.INTER_AREA)
@@ -178,7 +179,7 @@ def test_tiles_cover_the_image_with_the_overlap_asked_for():
     windows = tile_windows(1920, 1080, 640, 0.25)
     assert {(x, y) for x, y, _ in windows} >= {(0, 0), (1280, 440)}
     xs = sorted({x for x, _, _ in windows})
-    assert all(b - a <= 640 * 0.75 + 1 for a, b in zip(xs, xs[1:], strict=False))
+    assert all(b - a <= 640 * 0.75 + 1 for a, b in itertools.pairwise(xs))
     assert tile_windows(500, 400, 640, 0.25) == [(0, 0, 640)]
 
 
