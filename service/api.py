@@ -101,7 +101,7 @@ def get_options(
     ] = None,
     max_faces: Annotated[int | None, Query(ge=1, le=1000, description="most faces reported, largest first")] = None,
     detection_threshold: Annotated[
-        float | None, Query(ge=0.0, le=1.0, description="detector cut-off (res10 SSD: 0.5; Haar: 0)")
+        float | None, Query(ge=0.0, le=1.0, description="detector cut-off (blazeface, ssd: 0.5; haar: 0)")
     ] = None,
     min_confidence: Annotated[
         float, Query(ge=0.0, le=1.0, description="below this max(P) the label is 'uncertain'; 0 disables")
@@ -162,6 +162,9 @@ def _faces(prediction: Prediction) -> list[Face]:
                 "detection_score": round(min(max(f.detection_score, 0.0), 1.0), 4),
                 "gender": {k: round(v, 4) for k, v in f.probabilities.items()},
                 "label": f.label,
+                "landmarks": None
+                if f.landmarks is None
+                else {k: [round(x, 1), round(y, 1)] for k, (x, y) in f.landmarks.items()},
                 "cam": None
                 if f.cam is None
                 else {k: np.round(v.astype(np.float64), 4).tolist() for k, v in f.cam.items()},

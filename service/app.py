@@ -30,7 +30,11 @@ def load_pipeline(settings: Settings) -> Pipeline:
         cv2.setNumThreads(settings.opencv_threads)
     classifier = GenderClassifier(settings.model, threads=settings.ort_threads)
     detector = create_detector(
-        settings.detector, settings.detector_input_size, settings.detector_dir, settings.detector_copies
+        settings.detector,
+        settings.detector_input_size,
+        settings.detector_dir,
+        settings.detector_copies,
+        settings.detector_tile_size,
     )
     pipeline = Pipeline(detector, classifier, settings.detect_max_side, settings.max_pixels)
     pipeline.warm_up()

@@ -15,7 +15,8 @@ HEAT_ALPHA = 0.45
 
 
 def draw_faces(bgr: npt.NDArray[np.uint8], faces: list[FacePrediction]) -> npt.NDArray[np.uint8]:
-    """A copy of the image with each face's box and 'label 93%' above it (below or inside it near the edges)."""
+    """A copy of the image with each face's box, its landmarks as dots, and 'label 93%' above it (below or inside
+    it near the edges)."""
     out = bgr.copy()
     height, width = out.shape[:2]
     scale = max(0.4, min(height, width) / 900)
@@ -23,6 +24,8 @@ def draw_faces(bgr: npt.NDArray[np.uint8], faces: list[FacePrediction]) -> npt.N
     for face in faces:
         b, colour = face.box, COLOURS.get(face.label, COLOURS["uncertain"])
         cv2.rectangle(out, (b.x, b.y), (b.x + b.width, b.y + b.height), colour, thickness)
+        for x, y in (face.landmarks or {}).values():
+            cv2.circle(out, (round(x), round(y)), thickness + 1, colour, -1)
         text = f"{face.label} {100 * max(face.probabilities.values()):.0f}%"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
         label_w, label_h = tw + 4, th + base + 4

@@ -48,7 +48,13 @@ def crop_spec_of(run: dict[str, Any], model: keras.Model) -> CropSpec:
     """The crop spec the checkpoint was trained with (from config.json), else one matching its input."""
     config = run.get("config")
     if config is not None:
-        return CropSpec(size=config["size"], colour=config["colour"], margin=config["margin"], square=config["square"])
+        return CropSpec(
+            size=config["size"],
+            colour=config["colour"],
+            margin=config["margin"],
+            square=config["square"],
+            align=config.get("align", False),
+        )
     _, size, _, channels = model.input_shape
     return CropSpec(size=size, colour="rgb" if channels == 3 else "grey")
 
@@ -112,7 +118,7 @@ def build_metadata(
             "colour": spec.colour,
             "size": spec.size,
             "normalisation": {"scale": spec.scale, "offset": spec.offset, "formula": "pixel * scale + offset"},
-            "crop": {"margin": spec.margin, "square": spec.square, "outside": "black"},
+            "crop": {"margin": spec.margin, "square": spec.square, "align": spec.align, "outside": "black"},
         },
         "output": {"name": OUTPUT_NAME, "kind": "softmax"},
         "class_maps": _class_maps_entry(model),

@@ -44,12 +44,19 @@ class TrainConfig:
     limit: int | None = None
     cache_dir: str = str(DEFAULT_CACHE)
     shared_dir: str = str(DEFAULT_SHARED)
-    detector: str = "ssd"
+    detector: str = "blazeface"
     workers: int | None = None
+    align: bool = False
 
     @property
     def crop_spec(self) -> CropSpec:
-        return CropSpec(size=self.size, colour=self.colour, margin=self.margin, square=self.square)  # type: ignore[arg-type]
+        return CropSpec(
+            size=self.size,
+            colour=self.colour,  # type: ignore[arg-type]
+            margin=self.margin,
+            square=self.square,
+            align=self.align,
+        )
 
 
 @dataclass

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from service.config import BUNDLED_MODEL
+from service.weights import INSTALL_COMMAND
 from tests.live import launch_service, stop
 
 STARTUP_SECONDS = 60  # a healthy start takes a few seconds here; a hang would run into this
@@ -46,9 +47,11 @@ def faults(root: Path) -> dict[str, tuple[dict[str, str], list[str]]]:
             [str(no_json.with_suffix(".json")), "FACEGENDER_MODEL"],
         ),
         "missing detector": (
-            {"FACEGENDER_DETECTOR_DIR": str(detector_dir)},
+            {"FACEGENDER_DETECTOR": "ssd", "FACEGENDER_DETECTOR_DIR": str(detector_dir)},
             [str(detector_dir / "deploy.prototxt.txt")],
         ),
+        # A fresh install that skipped the weights step: the log must say which command fetches them.
+        "weights not installed": ({"FACEGENDER_WEIGHTS_DIR": str(root / "no-weights")}, [INSTALL_COMMAND]),
     }
 
 
@@ -73,7 +76,8 @@ def outcomes(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "fault", ["missing onnx", "truncated onnx", "wrong onnx", "missing metadata", "missing detector"]
+    "fault",
+    ["missing onnx", "truncated onnx", "wrong onnx", "missing metadata", "missing detector", "weights not installed"],
 )
 def test_a_broken_file_stops_the_start_and_is_named(outcomes, fault):
     outcome = outcomes[fault]
