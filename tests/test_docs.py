@@ -41,4 +41,4 @@ def test_every_relative_link_and_anchor_resolves(page):
 def test_the_readme_test_command_is_the_one_ci_runs():
     ci_lines = (ROOT / ".ci" / "run").read_text().strip().splitlines()
     assert ci_lines[-1] in (ROOT / "README.md").read_text()
-    assert ci_lines[-1].endswith("pip install -e '.[train,dev]' && pytest")
+    assert ci_lines[-1].endswith("pip install -e '.[train,dev]' && facegender install-detector && pytest")
