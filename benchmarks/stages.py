@@ -35,25 +35,15 @@ from service.preprocess import preprocess_faces
 LIMIT = 40_000_000
 
 
-def cpu_ms(work: Callable[[], object], runs: int) -> float:
+def median_ms(work: Callable[[], object], runs: int, clock: Callable[[], float] = time.thread_time) -> float:
+    """Median milliseconds of ``work`` by ``clock`` (the calling thread's CPU time unless told) after 3 warm-ups."""
     for _ in range(3):
         work()
     times = []
     for _ in range(runs):
-        start = time.thread_time()
+        start = clock()
         work()
-        times.append((time.thread_time() - start) * 1000)
-    return round(statistics.median(times), 2)
-
-
-def wall_ms(work: Callable[[], object], runs: int) -> float:
-    for _ in range(3):
-        work()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        work()
-        times.append((time.perf_counter() - start) * 1000)
+        times.append((clock() - start) * 1000)
     return round(statistics.median(times), 2)
 
 
@@ -111,11 +101,10 @@ def profile(workload: str, runs: int) -> dict[str, Any]:
         "classify all faces, one by one": lambda: [pipeline.classifier.classify(face[None]) for face in batch],
         "whole pipeline (predict_bytes)": lambda: pipeline.predict_bytes(data, PredictOptions()),
     }
-    cpu = {name: cpu_ms(work, runs) for name, work in stages.items()}
-    cpu["detect, blazeface one view, 1 onnxruntime thread (wall ms)"] = wall_ms(lambda: one_view.detect(image), runs)
-    cpu["detect, blazeface one view, 2 onnxruntime threads (wall ms)"] = wall_ms(
-        lambda: two_threads.detect(image), runs
-    )
+    cpu = {name: median_ms(work, runs) for name, work in stages.items()}
+    for threads, detector in ((1, one_view), (2, two_threads)):
+        row = f"detect, blazeface one view, {threads} onnxruntime thread(s) (wall ms)"
+        cpu[row] = median_ms(lambda d=detector: d.detect(image), runs, time.perf_counter)
     return {
         "workload": workload,
         "bytes": len(data),
