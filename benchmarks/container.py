@@ -50,9 +50,14 @@ class DockerError(RuntimeError):
     """A docker command failed; the message holds its stderr."""
 
 
+def docker_result(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the docker CLI, whatever its exit status."""
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def docker(*args: str, timeout: float = 600, check: bool = True) -> str:
     """Run the docker CLI; its stdout, or DockerError with the command and its stderr."""
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
+    result = docker_result(*args, timeout=timeout)
     if check and result.returncode != 0:
         raise DockerError(f"docker {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result.stdout
@@ -193,9 +198,9 @@ class Stack:
         return time.monotonic() - started
 
     def up(self, timeout: float = 180) -> float:
-        """Bring the stack up; the seconds until every service reports healthy."""
+        """`up --build` (a no-op build after build()); the seconds until every service reports healthy."""
         started = time.monotonic()
-        self.compose("up", "--detach", "--wait", "--wait-timeout", str(int(timeout)), timeout=timeout + 60)
+        self.compose("up", "--detach", "--build", "--wait", "--wait-timeout", str(int(timeout)), timeout=timeout + 600)
         return time.monotonic() - started
 
     def down(self) -> None:
