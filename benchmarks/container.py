@@ -50,14 +50,15 @@ class DockerError(RuntimeError):
     """A docker command failed; the message holds its stderr."""
 
 
-def docker_result(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def docker_result(*args: str, timeout: float = 600, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the docker CLI, whatever its exit status."""
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(["docker", *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+                          check=False)  # fmt: skip
 
 
-def docker(*args: str, timeout: float = 600, check: bool = True) -> str:
+def docker(*args: str, timeout: float = 600, check: bool = True, stdin: str | None = None) -> str:
     """Run the docker CLI; its stdout, or DockerError with the command and its stderr."""
-    result = docker_result(*args, timeout=timeout)
+    result = docker_result(*args, timeout=timeout, stdin=stdin)
     if check and result.returncode != 0:
         raise DockerError(f"docker {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result.stdout

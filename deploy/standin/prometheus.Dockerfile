@@ -10,10 +10,10 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates prometheus wget \
     && rm -rf /var/lib/apt/lists/* \
     && mkdir -p /prometheus /etc/prometheus \
-    && chown nobody:nogroup /prometheus
+    && chown 65534:65534 /prometheus
 LABEL org.opencontainers.image.description="local stand-in for prom/prometheus (Debian's prometheus package)"
-# As the official image: runs as nobody, data in /prometheus, the same entrypoint and default flags.
-USER nobody
+# As the official image: runs as nobody (65534), data in /prometheus, the same entrypoint and default flags.
+USER 65534:65534
 WORKDIR /prometheus
 EXPOSE 9090
 ENTRYPOINT ["/usr/bin/prometheus"]
