@@ -42,10 +42,11 @@ def container(image: str) -> Iterator[str]:
         docker("rm", "--force", container, check=False)
 
 
-def in_image(image: str, code: str) -> Any:
+def in_image(image: str, code: str, *options: str) -> Any:
     """What a Python snippet run with the image's interpreter prints, as JSON."""
     # As root, so that nothing is hidden by permissions (the image itself runs as 10001).
-    output = docker("run", "--rm", "--network", "none", "--user", "0", "--entrypoint", "python", image, "-c", code)
+    output = docker("run", "--rm", "--network", "none", "--user", "0", *options, "--entrypoint", "python", image,
+                    "-c", code)  # fmt: skip
     return json.loads(output)
 
 
@@ -75,6 +76,11 @@ def test_the_image_serves_what_the_service_needs(image: str) -> None:
     """Guards the trimming above: everything the service imports is still there."""
     found = in_image(image, "import json, service.app, cv2, onnxruntime; print(json.dumps(cv2.__version__))")
     assert found
+
+
+def test_opencv_sizes_its_threads_by_the_containers_cpu_limit(image: str) -> None:
+    """So FACEGENDER_OPENCV_THREADS can stay 0 under a CPU limit (docs/deploying.md): one CPU, one thread."""
+    assert in_image(image, "import cv2; print(cv2.getNumberOfCPUs())", "--cpus", "1") == 1
 
 
 def test_it_runs_as_uid_10001_on_a_read_only_root_with_a_writable_tmp(container: str) -> None:
