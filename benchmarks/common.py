@@ -161,6 +161,19 @@ WORKLOADS = {
 }
 
 
+def machine_now() -> str:
+    """The machine line with the load average now: other work on the machine shows in every figure."""
+    return f"{machine()}, load average {os.getloadavg()[0]:.1f}"
+
+
+def print_and_write(result: dict[str, Any], path: Path | None, indent: int = 1) -> None:
+    """Print a result as JSON, and write it to ``path`` when one is given."""
+    text = json.dumps(result, indent=indent)
+    print(text)
+    if path is not None:
+        path.write_text(text + "\n")
+
+
 def report(table: str, summary: str, path: Path | None, results: dict[str, object]) -> None:
     """Print the markdown table and the machine line; write them with the results as JSON when asked."""
     print(table)

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import yaml
 
-from benchmarks.common import ROOT, drain_on_stop, machine, rss_bytes
+from benchmarks.common import ROOT, drain_on_stop, machine_now, print_and_write, rss_bytes
 from benchmarks.load import run_cell
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -277,12 +277,9 @@ def main() -> None:
         results["crash"] = stack.crash_and_recover()
     finally:
         stack.down()
-    results["machine"] = f"{machine()}, load average {os.getloadavg()[0]:.1f}"
+    results["machine"] = machine_now()
     results["engine"] = docker("version", "--format", "{{.Server.Version}}").strip()
-    text = json.dumps(results, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    print_and_write(results, args.json)
 
 
 if __name__ == "__main__":

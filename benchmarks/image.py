@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, machine
+from benchmarks.common import ROOT, machine_now
 from benchmarks.container import answers_ready, docker, image_size, wait_for
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -100,7 +99,7 @@ def main() -> None:
     result = {
         "variants": rows,
         "base_image_mb": round(int(base) / 1e6, 1),
-        "machine": f"{machine()}, load average {os.getloadavg()[0]:.1f}",
+        "machine": machine_now(),
         "engine": docker("version", "--format", "{{.Server.Version}}").strip(),
     }
     print("| variant | image MB | venv MB | docker run to /readyz 200, s |\n| --- | --- | --- | --- |")

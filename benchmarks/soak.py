@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import signal
@@ -28,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import PHOTOS, drain_on_stop, machine, rss_bytes, start_server
+from benchmarks.common import PHOTOS, drain_on_stop, machine_now, print_and_write, rss_bytes, start_server
 from tests.service.hostile import CORPUS
 
 CONCURRENCY = 16
@@ -189,12 +188,9 @@ def main() -> None:
         "shutdown": shutdown,
         "first_start_ready_seconds": round(first_start, 2),
         "restart_ready_seconds": round(restart_seconds, 2),
-        "machine": f"{machine()}, load average {os.getloadavg()[0]:.1f}",
+        "machine": machine_now(),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_and_write(result, args.out, indent=2)
 
 
 if __name__ == "__main__":
