@@ -33,6 +33,7 @@ SCRAPE_WAIT = 60
 @pytest.fixture(scope="module")
 def stack(image: str) -> Iterator[Stack]:
     stack = Stack("facegender-test")
+    stack.down()  # whatever an interrupted run left: the counts below need a new container
     try:
         stack.up()
         yield stack
