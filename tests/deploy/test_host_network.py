@@ -7,11 +7,11 @@ import shutil
 import subprocess
 from typing import Any
 
-import pytest
 import yaml
 
 from benchmarks.container import COMPOSE_FILE, HOST_NETWORK_OVERRIDE
 from tests.conftest import ROOT
+from tests.deploy.conftest import unavailable
 from tests.monitoring.queries import PROMETHEUS_CONFIG, load_yaml
 
 HOST_PROMETHEUS_CONFIG = ROOT / "deploy" / "host-network" / "prometheus.yml"
@@ -32,12 +32,12 @@ def test_the_prometheus_config_differs_only_in_how_the_replica_is_found() -> Non
 def compose_config() -> dict[str, Any]:
     """Both files merged and interpolated by Compose v2 itself."""
     if shutil.which("docker") is None:
-        pytest.skip("needs the docker CLI with Compose v2 (deploy/local-engine.sh installs it)")
+        unavailable("needs the docker CLI with Compose v2 (deploy/local-engine.sh installs it)")
     files = ["--file", str(COMPOSE_FILE), "--file", str(HOST_NETWORK_OVERRIDE)]
     result = subprocess.run(["docker", "compose", "--project-directory", str(ROOT), *files, "config"],
                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     if result.returncode != 0 and "compose" in result.stderr and "unknown" in result.stderr:
-        pytest.skip("needs Compose v2 (`docker compose`; deploy/local-engine.sh installs it)")
+        unavailable("needs Compose v2 (`docker compose`; deploy/local-engine.sh installs it)")
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = yaml.safe_load(result.stdout)
     return config
