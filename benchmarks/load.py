@@ -151,6 +151,8 @@ def run_cell(
         "server_cpu_percent": round(100 * server_cpu / wall, 0) if pid is not None else None,
         "client_cpu_percent": round(100 * client_cpu / wall, 0),
         "server_peak_rss_mb": round(sampler.peak / 2**20, 1) if pid is not None else None,
+        # Other work on the machine: the one-minute load average as the cell ends (this run adds about 2).
+        "load_average": round(os.getloadavg()[0], 1),
     }
 
 
