@@ -1,7 +1,7 @@
 """Recall, false positives and speed of the face detector backends on a labelled photo set.
 
 Usage: python benchmarks/detectors.py [--repeats 3] [--json benchmarks/detectors.json]
-       [--example benchmarks/detectors_example.png]
+       [--example benchmarks/detectors_example.png] [--shared ../shared/datasets]
 (from the repository root with PYTHONPATH=. so that `benchmarks` imports)
 
 The set is built at run time, the same every time, from the public-domain and CC0 photos in
@@ -10,6 +10,8 @@ those two faces at many sizes, flipped, tilted or darkened onto the no-face phot
 no-face photos themselves. Nothing is downloaded. A detection counts as a hit when its IoU with
 a not yet matched ground-truth face is at least 0.4; every other detection is a false positive.
 Milliseconds are per image, one OpenCV thread: the median of the repeats, then the median over images.
+Where ../shared/datasets holds pixabay_portraits (904 portraits, the face often filling the frame), each
+setting's share of those photos with at least one face found is reported too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import statistics
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +31,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image as PilImage
 
-from benchmarks.common import HERE, PHOTOS, cpu_model
-from service.detector import Detection, FaceDetector, HaarFaceDetector, SsdFaceDetector
+from benchmarks.common import HERE, PHOTOS, ROOT, cpu_model
+from service.detection import Detection, FaceDetector
+from service.detector import create_detector
 from service.preprocess import Box
 
 SEED = 20240611
@@ -125,20 +129,24 @@ class Setting:
     backend: str
     threshold: float
     input_size: int = 300
+    tile_size: int = 640
 
     def build(self) -> FaceDetector:
-        if self.backend == "ssd":
-            return SsdFaceDetector(input_size=self.input_size)
-        return HaarFaceDetector()
+        return create_detector(self.backend, input_size=self.input_size, tile_size=self.tile_size)  # type: ignore[arg-type]
 
 
 SETTINGS = (
-    Setting("ssd 300 px, thr 0.5 (default)", "ssd", 0.5),
+    Setting("blazeface, thr 0.5, tiles 640 (default)", "blazeface", 0.5),
+    Setting("blazeface, thr 0.6, tiles 640", "blazeface", 0.6),
+    Setting("blazeface, thr 0.7, tiles 640", "blazeface", 0.7),
+    Setting("blazeface, thr 0.5, tiles 480", "blazeface", 0.5, tile_size=480),
+    Setting("blazeface, thr 0.5, no tiles", "blazeface", 0.5, tile_size=0),
+    Setting("ssd 300 px, thr 0.5", "ssd", 0.5),
     Setting("ssd 300 px, thr 0.3", "ssd", 0.3),
     Setting("ssd 300 px, thr 0.7", "ssd", 0.7),
     Setting("ssd 240 px, thr 0.5", "ssd", 0.5, input_size=240),
     Setting("ssd 200 px, thr 0.5", "ssd", 0.5, input_size=200),
-    Setting("haar (default)", "haar", HaarFaceDetector.default_threshold),
+    Setting("haar", "haar", 0.0),
 )
 
 
@@ -281,7 +289,21 @@ def match(detections: list[Detection], faces: list[Box]) -> tuple[list[bool], li
     return found, false_positives
 
 
-def evaluate(setting: Setting, samples: list[Sample], repeats: int) -> dict[str, Any]:
+def load_portraits(shared: Path) -> list[Image]:
+    """The pixabay_portraits photos, or none when the shared archive is absent."""
+    archive = shared / "pixabay_portraits.tar.gz"
+    if not archive.is_file():
+        return []
+    portraits = []
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            handle = tar.extractfile(member) if member.name.endswith(".jpg") else None
+            if handle is not None:
+                portraits.append(cv2.imdecode(np.frombuffer(handle.read(), np.uint8), cv2.IMREAD_COLOR))
+    return portraits
+
+
+def evaluate(setting: Setting, samples: list[Sample], repeats: int, portraits: list[Image]) -> dict[str, Any]:
     detector = setting.build()
     detector.detect(samples[0].image, setting.threshold)
     total = small = hit = small_hit = 0
@@ -309,9 +331,12 @@ def evaluate(setting: Setting, samples: list[Sample], repeats: int) -> dict[str,
         per_image[sample.name] = {
             "ms": round(times[-1], 2),
             "found": sum(found),
-            "detections": [{"box": box_list(d.box), "score": round(d.score, 3)} for d in detections],
+            "detections": [
+                {"box": box_list(d.box), "score": round(d.score, 3), "landmarks": d.landmarks} for d in detections
+            ],
         }
     no_face_images = sum(not s.faces for s in samples)
+    portraits_found = sum(bool(detector.detect(p, setting.threshold)) for p in portraits)
     return {
         "setting": setting.label,
         "backend": setting.backend,
@@ -329,10 +354,18 @@ def evaluate(setting: Setting, samples: list[Sample], repeats: int) -> dict[str,
         "false_positives_per_no_face_image": round(fp_no_face / no_face_images, 3),
         "median_ms": round(statistics.median(times), 2),
         "max_ms": round(max(times), 2),
+        "portraits": len(portraits),
+        "portraits_found": portraits_found,
         "slowest_image": samples[times.index(max(times))].name,
         "false_positive_list": false_positives,
         "per_image": per_image,
     }
+
+
+def portrait_rate(result: dict[str, Any]) -> str:
+    if not result["portraits"]:
+        return "not run (no ../shared)"
+    return f"{result['portraits_found'] / result['portraits']:.1%} ({result['portraits_found']}/{result['portraits']})"
 
 
 def box_list(box: Box) -> list[int]:
@@ -342,8 +375,8 @@ def box_list(box: Box) -> list[int]:
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = [
         f"| setting | recall | recall, faces < {SMALL_FACE_PX} px | found: frontal, three-quarter | false positives "
-        "| FP per no-face image | median ms | slowest ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| FP per no-face image | median ms | slowest ms | pixabay_portraits found |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         views = ", ".join(f"{v['found']}/{v['faces']}" for v in r["found_by_view"].values())
@@ -352,17 +385,18 @@ def markdown(results: list[dict[str, Any]]) -> str:
             f"| {r['recall_small']:.2f} ({r['small_found']}/{r['small_faces']}) "
             f"| {views} "
             f"| {r['false_positives']} "
-            f"| {r['false_positives_per_no_face_image']:.2f} | {r['median_ms']:.1f} | {r['max_ms']:.0f} |"
+            f"| {r['false_positives_per_no_face_image']:.2f} | {r['median_ms']:.1f} | {r['max_ms']:.0f} "
+            f"| {portrait_rate(r)} |"
         )
     return "\n".join(lines)
 
 
 def draw_example(sample: Sample, results: list[dict[str, Any]], path: Path) -> None:
-    """Ground truth in green, the default ssd in red (score above) and haar in blue (score below)."""
+    """Ground truth in green, the default BlazeFace in red (score above, landmarks as dots), res10 in blue."""
     canvas = sample.image.copy()
     for face in sample.faces:
         cv2.rectangle(canvas, (face.x, face.y), (face.x + face.width, face.y + face.height), (0, 220, 0), 2)
-    styles = {SETTINGS[0].label: ((0, 0, 255), -4), "haar (default)": ((255, 160, 0), 14)}
+    styles = {SETTINGS[0].label: ((0, 0, 255), -4), "ssd 300 px, thr 0.5": ((255, 160, 0), 14)}
     for r in results:
         if r["setting"] not in styles:
             continue
@@ -372,8 +406,10 @@ def draw_example(sample: Sample, results: list[dict[str, Any]], path: Path) -> N
             cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, 2)
             text_y = y + text_dy if text_dy < 0 else y + h + text_dy
             cv2.putText(canvas, f"{det['score']:.2f}", (x, text_y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1)
-    legend = [("ground truth", (0, 220, 0)), ("ssd, default", (0, 0, 255)), ("haar, default", (255, 160, 0))]
-    cv2.rectangle(canvas, (0, 0), (150, 8 + 18 * len(legend)), (0, 0, 0), -1)
+            for px, py in (det["landmarks"] or {}).values():
+                cv2.circle(canvas, (round(px), round(py)), 2, colour, -1)
+    legend = [("ground truth", (0, 220, 0)), ("blazeface, default", (0, 0, 255)), ("ssd (res10)", (255, 160, 0))]
+    cv2.rectangle(canvas, (0, 0), (180, 8 + 18 * len(legend)), (0, 0, 0), -1)
     for i, (text, colour) in enumerate(legend):
         cv2.putText(canvas, text, (6, 18 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1)
     # A 256-colour palette keeps the thin boxes crisp at less than half the size of a true-colour PNG.
@@ -386,11 +422,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per image; the median is kept")
     parser.add_argument("--json", type=Path, default=HERE / "detectors.json")
     parser.add_argument("--example", type=Path, default=HERE / "detectors_example.png")
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "datasets")
     args = parser.parse_args()
 
     cv2.setNumThreads(1)
     samples = build_samples()
-    results = [evaluate(setting, samples, args.repeats) for setting in SETTINGS]
+    portraits = load_portraits(args.shared)
+    results = [evaluate(setting, samples, args.repeats, portraits) for setting in SETTINGS]
     face_images = [s for s in samples if s.faces]
     machine = f"{cpu_model()}, OpenCV {cv2.__version__}, 1 thread, load average {os.getloadavg()[0]:.1f}"
     summary = (

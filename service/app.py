@@ -17,7 +17,7 @@ from service.config import Settings
 from service.detector import create_detector
 from service.errors import install_error_handlers
 from service.logs import configure_logging
-from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.middleware import STATIC_PREFIX, BodyLimitMiddleware, RequestContextMiddleware
 from service.pipeline import Pipeline
 from service.security import install_access_control
 
@@ -30,7 +30,11 @@ def load_pipeline(settings: Settings) -> Pipeline:
         cv2.setNumThreads(settings.opencv_threads)
     classifier = GenderClassifier(settings.model, threads=settings.ort_threads)
     detector = create_detector(
-        settings.detector, settings.detector_input_size, settings.detector_dir, settings.detector_copies
+        settings.detector,
+        settings.detector_input_size,
+        settings.detector_dir,
+        settings.detector_copies,
+        settings.detector_tile_size,
     )
     pipeline = Pipeline(detector, classifier, settings.detect_max_side, settings.max_pixels)
     pipeline.warm_up()
@@ -59,6 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Detects every face in an image and returns calibrated apparent-gender probabilities per face.",
         lifespan=lifespan,
+        # One schema per model, from its fields: Face's serializer (which leaves out fields not asked for) would
+        # otherwise make the response schema of a face a free-form object.
+        separate_input_output_schemas=False,
     )
     app.state.settings = settings
     app.state.pipeline = None
@@ -72,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(api.router)
-    app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
+    app.mount(STATIC_PREFIX, StaticFiles(directory=api.STATIC_DIR), name="static")
     return app
 
 

@@ -89,7 +89,9 @@ def load_model_files(model_path: Path) -> tuple[dict[str, Any], bytes]:
     json_path = model_path.with_suffix(".json")
     for path in (model_path, json_path):
         if not path.is_file():
-            raise ModelLoadError(f"model file not found: {path}")
+            raise ModelLoadError(
+                f"model file not found: {path}; set FACEGENDER_MODEL to an ONNX model with its .json metadata beside it"
+            )
     try:
         metadata = json.loads(json_path.read_text())
     except (OSError, ValueError) as exc:

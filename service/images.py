@@ -12,7 +12,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
 
-SUPPORTED = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+# PIL's names of the formats we decode; "PPM" is PIL's plugin for every Netpbm file (PBM, PGM, PPM).
+SUPPORTED = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "PPM")
+SUPPORTED_TEXT = "JPEG, PNG, WebP, BMP, TIFF, PPM or PGM"
+# Netpbm's magic numbers: bitmap, greymap and pixmap, each as ASCII (P1-P3) or binary (P4-P6) samples.
+NETPBM_MAGIC = (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6")
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"\xff\xd8\xff", 0, "JPEG"),
     (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
@@ -58,6 +62,8 @@ def sniff_format(data: bytes) -> str | None:
     for signature, offset, name in _SIGNATURES:
         if data[offset : offset + len(signature)] == signature and (name != "WEBP" or data[:4] == b"RIFF"):
             return name
+    if data[:2] in NETPBM_MAGIC and data[2:3].isspace():
+        return "PPM"
     head = data[:256].lstrip().lower()
     if head.startswith((b"<svg", b"<?xml")):
         return "SVG"
@@ -70,9 +76,9 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
         raise InvalidImage("the upload is empty")
     declared = sniff_format(data)
     if declared is None:
-        raise InvalidImage("the bytes are not an image (JPEG, PNG, WebP, BMP or TIFF expected)")
+        raise InvalidImage(f"the bytes are not an image ({SUPPORTED_TEXT} expected)")
     if declared not in SUPPORTED:
-        raise UnsupportedMediaType(f"{declared} images are not supported; send JPEG, PNG, WebP, BMP or TIFF")
+        raise UnsupportedMediaType(f"{declared} images are not supported; send {SUPPORTED_TEXT}")
     try:
         image: Image.Image = Image.open(io.BytesIO(data), formats=[declared])
         width, height = image.size
@@ -86,8 +92,10 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
         if fast is not None:
             return DecodedImage(fast, declared)
         image.load()
+        # PIL opens a Netpbm file with more than 8 bits per sample as mode "I", scaled to 0..65535.
+        sixteen_bit = declared == "PPM" and image.mode == "I"
         image = _upright(image)
-        rgb = _to_rgb(image)
+        rgb = _to_rgb(image, sixteen_bit)
     except (ImageTooLarge, UnsupportedMediaType):
         raise
     except Image.DecompressionBombError:
@@ -123,11 +131,12 @@ def _upright(image: Image.Image) -> Image.Image:
         return image
 
 
-def _to_rgb(image: Image.Image) -> npt.NDArray[np.uint8]:
+def _to_rgb(image: Image.Image, sixteen_bit: bool = False) -> npt.NDArray[np.uint8]:
     """Any PIL mode (grey, 16-bit, palette, alpha, CMYK, ...) to RGB uint8; alpha is laid on white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        wide = sixteen_bit or image.mode.startswith("I;16") or values.max(initial=0) > 255
+        top = 65535.0 if wide else 255.0
         grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, np.newaxis], 3, axis=2)
     if image.mode == "P" and "transparency" in image.info:

@@ -16,8 +16,20 @@ from service.logs import REQUEST_ID
 
 log = logging.getLogger("facegender")
 
-KNOWN_ROUTES = ("/predict", "/predict/batch", "/annotate", "/healthz", "/readyz", "/v1/models", "/metrics")
+# Every path the app serves is its own route label, so "other" means an unknown path; the static files are one.
+KNOWN_ROUTES = (
+    "/predict", "/predict/batch", "/annotate", "/healthz", "/readyz", "/v1/models", "/metrics",
+    "/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
+)  # fmt: skip
+STATIC_PREFIX = "/static"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def route_label(path: str) -> str:
+    """The metrics and log label of a request path: a known route, ``/static``, or ``other``."""
+    if path in KNOWN_ROUTES:
+        return path
+    return STATIC_PREFIX if path.startswith(f"{STATIC_PREFIX}/") else "other"
 
 
 class RequestContextMiddleware:
@@ -34,7 +46,7 @@ class RequestContextMiddleware:
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
         path = scope.get("path", "")
-        route = path if path in KNOWN_ROUTES else "other"
+        route = route_label(path)
         status = 500
         started = time.perf_counter()
 

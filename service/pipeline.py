@@ -10,9 +10,9 @@ import numpy.typing as npt
 
 from service import metrics
 from service.classifier import GenderClassifier
-from service.detector import Detection, FaceDetector, shrink
+from service.detection import Detection, FaceDetector, shrink
 from service.images import DecodedImage, decode_image
-from service.preprocess import Box, preprocess_faces
+from service.preprocess import Box, Point, preprocess_faces
 
 UNCERTAIN = "uncertain"
 
@@ -35,6 +35,7 @@ class FacePrediction:
     probabilities: dict[str, float]
     label: str
     cam: dict[str, npt.NDArray[np.float32]] | None = None  # pre-pooling class map per label, when asked for
+    landmarks: dict[str, Point] | None = None
 
 
 @dataclass
@@ -79,7 +80,7 @@ class Pipeline:
         found = self.detect(image.bgr, options.detection_threshold)
         kept = [d for d in found if min(d.box.width, d.box.height) >= options.min_face_size][: options.max_faces]
         detected = time.perf_counter()
-        batch = preprocess_faces(image.bgr, [d.box for d in kept], self.classifier.spec)
+        batch = preprocess_faces(image.bgr, [d.box for d in kept], self.classifier.spec, [d.eyes for d in kept])
         probs, maps = (
             self.classifier.classify_with_maps(batch) if options.explain else (self.classifier.classify(batch), None)
         )
@@ -93,7 +94,7 @@ class Pipeline:
             best = max(p, key=lambda k: p[k])
             label = UNCERTAIN if options.min_confidence and p[best] < options.min_confidence else best
             cam = None if maps is None else {k: maps[n, :, :, i] for i, k in enumerate(self.classifier.labels)}
-            faces.append(FacePrediction(det.box, det.score, p, label, cam))
+            faces.append(FacePrediction(det.box, det.score, p, label, cam, det.landmarks))
             metrics.PREDICTIONS.labels(label=label).inc()
         metrics.FACES_PER_IMAGE.observe(len(faces))
         metrics.IMAGES.labels(result="faces" if faces else "no_face").inc()
@@ -113,7 +114,10 @@ class Pipeline:
             b = det.box
             x0, y0 = round(b.x * scale_x), round(b.y * scale_y)
             x1, y1 = min(round((b.x + b.width) * scale_x), width), min(round((b.y + b.height) * scale_y), height)
-            mapped.append(Detection(Box(x0, y0, x1 - x0, y1 - y0), det.score))
+            landmarks = None
+            if det.landmarks is not None:
+                landmarks = {name: (x * scale_x, y * scale_y) for name, (x, y) in det.landmarks.items()}
+            mapped.append(Detection(Box(x0, y0, x1 - x0, y1 - y0), det.score, landmarks))
         return sorted(mapped, key=lambda d: d.box.area, reverse=True)
 
     def warm_up(self) -> None:

@@ -15,18 +15,26 @@ HEAT_ALPHA = 0.45
 
 
 def draw_faces(bgr: npt.NDArray[np.uint8], faces: list[FacePrediction]) -> npt.NDArray[np.uint8]:
-    """A copy of the image with each face's box and 'label 93%' above it."""
+    """A copy of the image with each face's box, its landmarks as dots, and 'label 93%' above it (below or inside
+    it near the edges)."""
     out = bgr.copy()
-    scale = max(0.4, min(out.shape[:2]) / 900)
+    height, width = out.shape[:2]
+    scale = max(0.4, min(height, width) / 900)
     thickness = max(1, round(2 * scale))
     for face in faces:
         b, colour = face.box, COLOURS.get(face.label, COLOURS["uncertain"])
         cv2.rectangle(out, (b.x, b.y), (b.x + b.width, b.y + b.height), colour, thickness)
+        for x, y in (face.landmarks or {}).values():
+            cv2.circle(out, (round(x), round(y)), thickness + 1, colour, -1)
         text = f"{face.label} {100 * max(face.probabilities.values()):.0f}%"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-        top = b.y - th - base - 4 if b.y - th - base - 4 >= 0 else b.y + b.height
-        cv2.rectangle(out, (b.x, top), (b.x + tw + 4, top + th + base + 4), colour, -1)
-        cv2.putText(out, text, (b.x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness)
+        label_w, label_h = tw + 4, th + base + 4
+        # Above the box if it fits, else below it, else inside its top; always shifted to lie within the image.
+        top = b.y - label_h if b.y >= label_h else b.y + b.height if b.y + b.height + label_h < height else b.y
+        top = min(max(top, 0), max(height - 1 - label_h, 0))
+        left = min(max(b.x, 0), max(width - 1 - label_w, 0))
+        cv2.rectangle(out, (left, top), (left + label_w, top + label_h), colour, -1)
+        cv2.putText(out, text, (left + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness)
     return out
 
 

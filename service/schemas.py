@@ -1,4 +1,4 @@
-"""Pydantic response models: the JSON contract of ../shared/API.md."""
+"""Pydantic response models: the JSON contract of docs/API.md."""
 
 from __future__ import annotations
 
@@ -24,6 +24,17 @@ class FaceBox(BaseModel):
     height: int
 
 
+class Landmarks(BaseModel):
+    """Named facial points, [x, y] in pixels of the upright image, as the subject sees them."""
+
+    right_eye: list[float] = Field(min_length=2, max_length=2, description="the eye on the image's left")
+    left_eye: list[float] = Field(min_length=2, max_length=2, description="the eye on the image's right")
+    nose_tip: list[float] = Field(min_length=2, max_length=2)
+    mouth: list[float] = Field(min_length=2, max_length=2, description="centre of the mouth")
+    right_ear: list[float] = Field(min_length=2, max_length=2, description="tragion; may lie outside the box")
+    left_ear: list[float] = Field(min_length=2, max_length=2, description="tragion; may lie outside the box")
+
+
 class GenderProbabilities(BaseModel):
     female: float = Field(ge=0.0, le=1.0)
     male: float = Field(ge=0.0, le=1.0)
@@ -34,6 +45,9 @@ class Face(BaseModel):
     detection_score: float = Field(ge=0.0, le=1.0)
     gender: GenderProbabilities = Field(description="calibrated probabilities; female + male == 1")
     label: str = Field(description="female, male, or uncertain when max(P) < min_confidence", examples=["female"])
+    landmarks: Landmarks | None = Field(
+        None, description="only with a detector that finds landmarks (blazeface): eyes, nose, mouth, ears"
+    )
     cam: dict[str, list[list[float]]] | None = Field(
         None,
         description="only with explain=true: the model's pre-pooling class activation map per label, "
@@ -41,11 +55,12 @@ class Face(BaseModel):
     )
 
     @model_serializer(mode="wrap")
-    def _omit_cam_unless_asked(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Leave ``cam`` out of the JSON when it was not asked for, so existing clients see no change."""
+    def _omit_absent_extras(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave ``cam`` and ``landmarks`` out of the JSON when there are none, so existing clients see no change."""
         data: dict[str, Any] = handler(self)
-        if data.get("cam") is None:
-            data.pop("cam", None)
+        for key in ("cam", "landmarks"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
 

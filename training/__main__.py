@@ -9,7 +9,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from training.datasets import SPEC_FORMATS
+from service.detector import BACKENDS
+from training.datasets import CSV_OPTIONAL, CSV_REQUIRED, SPEC_FORMATS, DatasetError
 from training.prepare import DEFAULT_CACHE, DEFAULT_SHARED
 
 if TYPE_CHECKING:
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
 
 DATA_HELP = (
     "training data as FORMAT:PATH, repeatable. Formats: folder:DIR (male/ and female/ or man/ and woman/), "
-    "csv:FILE (path,gender[,person_id,age,race]), utkface:DIR, celeba:DIR (list_attr_celeba.csv, "
+    f"csv:FILE (columns {', '.join(CSV_REQUIRED)}, optionally {', '.join(CSV_OPTIONAL)}), utkface:DIR, "
+    "celeba:DIR (list_attr_celeba.csv, "
     "list_eval_partition.csv, img_align_celeba/), imdb:MAT or wiki:MAT (IMDB-WIKI metadata), "
     "archive:FILE.tar.gz, or 'shared' for the shared archives (default)"
 )
@@ -31,6 +33,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--shared-dir", type=Path, default=DEFAULT_SHARED, help="folder of the shared archives (%(default)s)"
     )
     parser.add_argument("--workers", type=int, default=None, help="detector processes (default: one per core)")
+    parser.add_argument(
+        "--detector", default="blazeface", choices=BACKENDS, help="face detector, as the service's (%(default)s)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--colour", default="rgb", choices=("rgb", "grey"))
     train.add_argument(
         "--margin", type=float, default=0.2, help="crop margin per side, fraction of the box (%(default)s)"
+    )
+    train.add_argument(
+        "--align", action="store_true", help="crop upright by the eyes (needs a detector with landmarks)"
     )
     train.add_argument(
         "--epochs", type=int, default=15, help="%(default)s: about 85 min on 2 CPU cores for the shared data"
@@ -111,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except DatasetError as exc:  # data that is missing or not as its format promises: the user's to fix
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "prepare":
         return _prepare(args)
     if args.command == "train":
@@ -140,16 +156,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     from training.datasets import load_extracted
-    from training.prepare import detect_samples, extract_archives
+    from training.prepare import detect_samples, extract_archives, outcome_text
 
     for folder in extract_archives(args.shared_dir, args.cache_dir):
         samples = load_extracted(folder)
-        records = detect_samples(samples, args.cache_dir, workers=args.workers)
+        records = detect_samples(samples, args.cache_dir, args.detector, workers=args.workers)
         status = Counter(records[str(s.path)].status for s in samples)
-        print(
-            f"{folder.name}: {len(samples)} images, {status.get('ok', 0)} with a face, "
-            f"{status.get('no_face', 0)} without (left out), {status.get('unreadable', 0)} unreadable"
-        )
+        print(f"{folder.name}: {len(samples)} images, {outcome_text(status)} (those without are left out)")
     return 0
 
 

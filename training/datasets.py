@@ -20,6 +20,9 @@ FOLDER_NAMES = {
     "male": "male", "males": "male", "man": "male", "men": "male", "m": "male",
 }  # fmt: skip
 GENDER_VALUES = {**FOLDER_NAMES, "1": "female", "0": "male"}
+# The columns load_labels_csv reads.
+CSV_REQUIRED = ("path", "gender")
+CSV_OPTIONAL = ("person_id", "age", "race", "split", "face_x", "face_y", "face_w", "face_h")
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,12 @@ def load_folder(root: Path, source: str | None = None) -> list[Sample]:
 
 
 def load_labels_csv(csv_path: Path, source: str | None = None) -> list[Sample]:
-    """A CSV with columns path, gender and optionally person_id, age, race, split (paths relative to it)."""
+    """A CSV with columns path, gender and optionally person_id, age, race, split and the face's box
+    face_x, face_y, face_w, face_h (paths relative to it)."""
     samples = []
     with csv_path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        missing = {"path", "gender"} - set(reader.fieldnames or ())
+        missing = set(CSV_REQUIRED) - set(reader.fieldnames or ())
         if missing:
             raise DatasetError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))}")
         for row in reader:
@@ -85,6 +89,13 @@ def load_labels_csv(csv_path: Path, source: str | None = None) -> list[Sample]:
                 parsed_age = int(float(age)) if age is not None else None
             except ValueError:
                 raise DatasetError(f"{where}: age must be a number, got {age!r}") from None
+            region = None
+            if row.get("face_w"):
+                try:
+                    x, y, w, h = (int(float(row[k])) for k in ("face_x", "face_y", "face_w", "face_h"))
+                except (KeyError, TypeError, ValueError):
+                    raise DatasetError(f"{where}: face_x, face_y, face_w and face_h must be numbers") from None
+                region = (x, y, x + w, y + h)
             samples.append(
                 Sample(
                     path=csv_path.parent / row["path"],
@@ -94,6 +105,7 @@ def load_labels_csv(csv_path: Path, source: str | None = None) -> list[Sample]:
                     age=parsed_age,
                     race=row.get("race") or None,
                     split=split,
+                    region=region,
                 )
             )
     return samples

@@ -19,13 +19,15 @@ from sklearn.metrics import roc_auc_score
 
 from service.calibration import apply_temperature
 from service.preprocess import CropSpec, to_model_input
-from training.datasets import EXTERNAL_TEST_ARCHIVE, LABELS, Sample, extract_archive, load_extracted
+from training.datasets import EXTERNAL_TEST_ARCHIVE, LABELS, DatasetError, Sample, extract_archive, load_extracted
 from training.model import CLASS_MAPS_LAYER, has_class_maps
 from training.prepare import build_crops, detect_samples
 from training.train import TrainConfig, load_samples, load_split_data
 
 ECE_BINS = 15
 EXPLANATIONS_DIR = "explanations"
+REPORT_DIR = "report"  # beside the checkpoint, unless evaluate is given --out
+CARD_NAME = "MODEL_CARD.md"
 AGE_BANDS = ((13, 19), (20, 29), (30, 44), (45, 59), (60, 200))
 MIN_GROUP_SIZE = 30
 
@@ -135,7 +137,7 @@ def evaluate_checkpoint(
     """Evaluate a checkpoint; write evaluation.json beside it and the report (card, plots, and explanation
     sheets of ``explain_photos``, which must be free to publish) to ``out_dir``."""
     run_dir = checkpoint.parent
-    out_dir = out_dir or run_dir / "report"
+    out_dir = out_dir or run_dir / REPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     config = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
     if cache_dir is not None:
@@ -173,6 +175,8 @@ def evaluate_checkpoint(
         )
         sets.append(scored)
 
+    if not sets:
+        raise DatasetError("no test faces to evaluate on: the data's test split is empty or the detector found no face")
     figures = {s.name: s.figures() for s in sets}
     groups = {s.name: group_table(s) for s in sets if any(x.race for x in s.samples)}
     race_gaps = {
@@ -281,6 +285,11 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _auc(value: float | None) -> str:
+    """ROC AUC to 4 decimals; n/a for a set that holds one class only, where it is undefined."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _split_counts(report: dict[str, Any], split: str) -> str:
     entry = report.get(split)
     if not entry:
@@ -334,7 +343,7 @@ def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model,
         lines.append(
             f"| {name} | {fig['n']} | {_pct(fig['accuracy'])} | {_pct(fig['balanced_accuracy'])} | "
             f"{_pct(fig['recall']['female'])} | {_pct(fig['recall']['male'])} | "
-            f"{fig['roc_auc']:.4f} | {_pct(fig['ece_before'])} | {_pct(fig['ece_after'])} |"
+            f"{_auc(fig['roc_auc'])} | {_pct(fig['ece_before'])} | {_pct(fig['ece_after'])} |"
         )
     coverage = summary["external_coverage"]
     if coverage:
@@ -382,7 +391,7 @@ def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model,
         "",
         f"Figures written by `python -m training evaluate` ({result['machine']}; limit {result['limit']}).",
     ]
-    (out_dir / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
+    (out_dir / CARD_NAME).write_text("\n".join(lines) + "\n")
     (out_dir / "model_card.json").write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -19,7 +19,7 @@ import tf2onnx
 
 from service.preprocess import CropSpec
 from training.datasets import LABELS
-from training.evaluate import EXPLANATIONS_DIR
+from training.evaluate import CARD_NAME, EXPLANATIONS_DIR, REPORT_DIR
 from training.model import CLASS_MAPS_LAYER, has_class_maps
 
 INPUT_NAME = "input"
@@ -48,7 +48,13 @@ def crop_spec_of(run: dict[str, Any], model: keras.Model) -> CropSpec:
     """The crop spec the checkpoint was trained with (from config.json), else one matching its input."""
     config = run.get("config")
     if config is not None:
-        return CropSpec(size=config["size"], colour=config["colour"], margin=config["margin"], square=config["square"])
+        return CropSpec(
+            size=config["size"],
+            colour=config["colour"],
+            margin=config["margin"],
+            square=config["square"],
+            align=config.get("align", False),
+        )
     _, size, _, channels = model.input_shape
     return CropSpec(size=size, colour="rgb" if channels == 3 else "grey")
 
@@ -91,9 +97,10 @@ def check_parity(model: keras.Model, onnx_bytes: bytes, faces: npt.NDArray[np.fl
 
 
 def build_metadata(
-    model: keras.Model, spec: CropSpec, run: dict[str, Any], name: str, version: str, opset: int
+    model: keras.Model, spec: CropSpec, run: dict[str, Any], name: str, version: str, opset: int, card: str | None
 ) -> dict[str, Any]:
-    """Everything the service needs to use the model, and what the card says about it."""
+    """Everything the service needs to use the model, what the card says about it, and the card's file name
+    (None when there is no card)."""
     evaluation = run.get("evaluation", {})
     config = run.get("config", {})
     return {
@@ -111,7 +118,7 @@ def build_metadata(
             "colour": spec.colour,
             "size": spec.size,
             "normalisation": {"scale": spec.scale, "offset": spec.offset, "formula": "pixel * scale + offset"},
-            "crop": {"margin": spec.margin, "square": spec.square, "outside": "black"},
+            "crop": {"margin": spec.margin, "square": spec.square, "align": spec.align, "outside": "black"},
         },
         "output": {"name": OUTPUT_NAME, "kind": "softmax"},
         "class_maps": _class_maps_entry(model),
@@ -126,7 +133,7 @@ def build_metadata(
             "splits": {k: v for k, v in run.get("data", {}).items() if k in ("train", "val", "test")},
         },
         "evaluation": evaluation.get("summary", {}),
-        "card": "MODEL_CARD.md",
+        "card": card,
     }
 
 
@@ -159,7 +166,10 @@ def export_checkpoint(
         parity_faces = _validation_faces(run, spec)
     name = name or f"gender-{model.name.replace('_', '-')}"
     version = version or dt.date.today().isoformat().replace("-", ".")
-    metadata = build_metadata(model, spec, run, name, version, opset)
+    # evaluate writes the card into RUNDIR/report; without it there is none to copy, and the metadata says so.
+    report_dir = checkpoint.parent / REPORT_DIR
+    card = CARD_NAME if (report_dir / CARD_NAME).is_file() else None
+    metadata = build_metadata(model, spec, run, name, version, opset, card)
 
     model_proto = convert(model, opset)
     for key, value in metadata.items():
@@ -175,11 +185,13 @@ def export_checkpoint(
     metadata["size_bytes"] = len(onnx_bytes)
     metadata["parity"] = {"faces": len(parity_faces), "max_abs_diff": diff}
     out.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
-    _copy_report(checkpoint.parent / "report", out.parent)
+    _copy_report(report_dir, out.parent)
     print(
         f"wrote {out} ({len(onnx_bytes) / 1024:.0f} KiB) and {out.with_suffix('.json')}; "
         f"parity on {len(parity_faces)} faces: max |diff| {diff:.1e}"
     )
+    if card is None:
+        print(f"no model card: run `python -m training evaluate {checkpoint}` first to write one beside the model")
     return metadata
 
 
@@ -187,7 +199,7 @@ def _copy_report(report_dir: Path, target: Path) -> None:
     """Put the model card, its plots and its explanation sheets (written by evaluate, explain) beside the model."""
     if not report_dir.is_dir() or report_dir.resolve() == target.resolve():
         return
-    for name in ("MODEL_CARD.md", "model_card.json", "confusion.png", "reliability.png", "groups.png"):
+    for name in (CARD_NAME, "model_card.json", "confusion.png", "reliability.png", "groups.png"):
         if (report_dir / name).is_file():
             shutil.copyfile(report_dir / name, target / name)
     sheets = report_dir / EXPLANATIONS_DIR

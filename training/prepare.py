@@ -11,7 +11,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -21,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 from service.detector import Backend, Detection, FaceDetector, create_detector
-from service.preprocess import Box, CropSpec, crop_face
-from training.datasets import Sample, extract_archive
+from service.preprocess import Box, CropSpec, Point, crop_face
+from training.datasets import DatasetError, Sample, extract_archive
 
 DEFAULT_CACHE = Path(os.environ.get("FACEGENDER_CACHE", Path.home() / ".cache" / "facegender"))
 DEFAULT_SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
@@ -35,7 +36,7 @@ def extract_archives(shared_dir: Path, cache_dir: Path) -> list[Path]:
     """Unpack every ``*.tar.gz`` of ``shared_dir`` into the cache once; return the folders."""
     archives = sorted(shared_dir.glob("*.tar.gz"))
     if not archives:
-        raise FileNotFoundError(f"no *.tar.gz archives in {shared_dir}")
+        raise DatasetError(f"no *.tar.gz archives in {shared_dir}; --shared-dir names the folder that holds them")
     return [extract_archive(archive, cache_dir) for archive in archives]
 
 
@@ -62,7 +63,10 @@ def find_training_face(
         return None
     best = max(found, key=lambda d: d.score)
     box = best.box
-    return Detection(Box(box.x - pad + ox, box.y - pad + oy, box.width, box.height), best.score)
+    landmarks = None
+    if best.landmarks is not None:
+        landmarks = {name: (x - pad + ox, y - pad + oy) for name, (x, y) in best.landmarks.items()}
+    return Detection(Box(box.x - pad + ox, box.y - pad + oy, box.width, box.height), best.score, landmarks)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class FaceRecord:
     box: Box | None
     score: float
     status: str  # "ok", "no_face" or "unreadable"
+    eyes: tuple[Point, Point] | None = None  # the subject's right and left eye, where the detector finds them
 
 
 _WORKER_DETECTOR: FaceDetector | None = None
@@ -92,14 +97,17 @@ def _detect_one(item: tuple[str, tuple[int, int, int, int] | None]) -> tuple[str
     found = find_training_face(image, _WORKER_DETECTOR, region)
     if found is None:
         return path, FaceRecord(None, 0.0, "no_face")
-    return path, FaceRecord(found.box, found.score, "ok")
+    return path, FaceRecord(found.box, found.score, "ok", found.eyes)
+
+
+EYE_COLUMNS = ("right_eye_x", "right_eye_y", "left_eye_x", "left_eye_y")
 
 
 def detection_cache_path(cache_dir: Path, backend: Backend) -> Path:
     return cache_dir / f"detections-{backend}.csv"
 
 
-def load_detections(cache_dir: Path, backend: Backend = "ssd") -> dict[str, FaceRecord]:
+def load_detections(cache_dir: Path, backend: Backend = "blazeface") -> dict[str, FaceRecord]:
     path = detection_cache_path(cache_dir, backend)
     records: dict[str, FaceRecord] = {}
     if not path.is_file():
@@ -107,12 +115,16 @@ def load_detections(cache_dir: Path, backend: Backend = "ssd") -> dict[str, Face
     with path.open(newline="") as handle:
         for row in csv.DictReader(handle):
             box = Box(int(row["x"]), int(row["y"]), int(row["width"]), int(row["height"])) if row["x"] else None
-            records[row["path"]] = FaceRecord(box, float(row["score"]), row["status"])
+            eyes = None
+            if row.get("right_eye_x"):
+                rx, ry, lx, ly = (float(row[k]) for k in EYE_COLUMNS)
+                eyes = ((rx, ry), (lx, ly))
+            records[row["path"]] = FaceRecord(box, float(row["score"]), row["status"], eyes)
     return records
 
 
 def detect_samples(
-    samples: Sequence[Sample], cache_dir: Path, backend: Backend = "ssd", workers: int | None = None
+    samples: Sequence[Sample], cache_dir: Path, backend: Backend = "blazeface", workers: int | None = None
 ) -> dict[str, FaceRecord]:
     """Detect the face of every sample not yet in the cache (resumable), append, and return all records."""
     records = load_detections(cache_dir, backend)
@@ -131,17 +143,29 @@ def detect_samples(
     ):
         writer = csv.writer(handle)
         if new_file:
-            writer.writerow(["path", "x", "y", "width", "height", "score", "status"])
+            writer.writerow(["path", "x", "y", "width", "height", "score", "status", *EYE_COLUMNS])
+        outcomes: Counter[str] = Counter()
         for done, (image_path, record) in enumerate(pool.imap_unordered(_detect_one, todo, chunksize=32), 1):
             box = record.box
             coords = [box.x, box.y, box.width, box.height] if box else ["", "", "", ""]
-            writer.writerow([image_path, *coords, f"{record.score:.4f}", record.status])
+            eyes = [f"{v:.1f}" for point in record.eyes for v in point] if record.eyes else [""] * 4
+            writer.writerow([image_path, *coords, f"{record.score:.4f}", record.status, *eyes])
             records[image_path] = record
+            outcomes[record.status] += 1
             if done % 2000 == 0 or done == len(todo):
                 rate = done / (time.monotonic() - started)
-                print(f"  detected {done}/{len(todo)} images ({rate:.0f}/s)", flush=True)
+                progress = f"looked for faces in {done}/{len(todo)} images ({rate:.0f}/s)"
+                print(f"  {progress}: {outcome_text(outcomes)}", flush=True)
                 handle.flush()
     return records
+
+
+def outcome_text(statuses: Mapping[str, int]) -> str:
+    """Detection outcomes as a person reads them: '22 with a face, 2 without, 0 unreadable'."""
+    return (
+        f"{statuses.get('ok', 0)} with a face, {statuses.get('no_face', 0)} without, "
+        f"{statuses.get('unreadable', 0)} unreadable"
+    )
 
 
 def spec_key(spec: CropSpec, samples: Iterable[Sample]) -> str:
@@ -166,9 +190,9 @@ def build_crops(
     crops = np.empty((len(usable), *spec.shape), dtype=np.uint8)
     for i, sample in enumerate(usable):
         image = read_image(sample.path)
-        box = records[str(sample.path)].box
-        assert image is not None and box is not None
-        crops[i] = crop_face(image, box, spec)
+        record = records[str(sample.path)]
+        assert image is not None and record.box is not None
+        crops[i] = crop_face(image, record.box, spec, record.eyes)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, crops)
     return usable, crops

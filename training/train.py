@@ -19,9 +19,9 @@ import numpy.typing as npt
 from keras import layers
 
 from service.preprocess import CropSpec, to_model_input
-from training.datasets import LABELS, Sample, assign_splits, keep_adults, load_spec
+from training.datasets import LABELS, DatasetError, Sample, assign_splits, keep_adults, load_spec
 from training.model import build_model
-from training.prepare import DEFAULT_CACHE, DEFAULT_SHARED, build_crops, detect_samples
+from training.prepare import DEFAULT_CACHE, DEFAULT_SHARED, build_crops, detect_samples, outcome_text
 
 CHECKPOINT_NAME = "best.keras"
 
@@ -44,12 +44,19 @@ class TrainConfig:
     limit: int | None = None
     cache_dir: str = str(DEFAULT_CACHE)
     shared_dir: str = str(DEFAULT_SHARED)
-    detector: str = "ssd"
+    detector: str = "blazeface"
     workers: int | None = None
+    align: bool = False
 
     @property
     def crop_spec(self) -> CropSpec:
-        return CropSpec(size=self.size, colour=self.colour, margin=self.margin, square=self.square)  # type: ignore[arg-type]
+        return CropSpec(
+            size=self.size,
+            colour=self.colour,  # type: ignore[arg-type]
+            margin=self.margin,
+            square=self.square,
+            align=self.align,
+        )
 
 
 @dataclass
@@ -141,8 +148,9 @@ def train(config: TrainConfig, out_dir: Path) -> Path:
     samples = load_samples(config)
     data, report = load_split_data(samples, config, config.limit)
     train_set, val_set = data["train"], data["val"]
+    print(f"{report['images']} images: {outcome_text(report['status'])} (those without are left out)")
     if not len(train_set.y) or not len(val_set.y):
-        raise ValueError("training needs faces in both the train and the val split; check --data")
+        raise DatasetError("training needs faces in both the train and the val split; check --data")
     print(f"train {train_set.counts()}  val {val_set.counts()}  (test kept aside: {data['test'].counts()})")
     (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
     (out_dir / "data.json").write_text(json.dumps(report, indent=2))

@@ -51,7 +51,7 @@ try {
   await page.waitForSelector("body[data-state=done]", { timeout: 30000 });
   seen.droppedLabels = await page.$$eval(".box", (boxes) => boxes.map((b) => b.classList[1]));
 
-  // The README's fetch example, as a page on the service's origin would run it.
+  // The fetch example of docs/usage.md (examples/predict.js), as a page on the service's origin would run it.
   await page.addScriptTag({ content: readFileSync(example, "utf8") });
   seen.example = await page.evaluate(async (b64) => {
     const blob = new Blob([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], { type: "image/jpeg" });

@@ -90,7 +90,7 @@ def test_demo_page_slider_sets_min_confidence(seen):
 
 
 def test_demo_page_shows_the_services_error_for_a_bad_file(seen):
-    assert seen["error"] == "the bytes are not an image (JPEG, PNG, WebP, BMP or TIFF expected)"
+    assert seen["error"] == "the bytes are not an image (JPEG, PNG, WebP, BMP, TIFF, PPM or PGM expected)"
     assert seen["errorVisible"] and seen["boxesAfterError"] == 0
 
 

@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
+from service.config import Settings
 from tests.service.conftest import jpeg
 
 
@@ -32,7 +33,7 @@ def test_predict_follows_the_contract_field_by_field(client, astronaut_jpeg):
     assert set(body["timings_ms"]) == {"decode", "detect", "classify", "total"}
     assert all(isinstance(v, float) and v >= 0 for v in body["timings_ms"].values())
     (face,) = body["faces"]
-    assert set(face) == {"box", "detection_score", "gender", "label"}
+    assert set(face) == {"box", "detection_score", "gender", "label", "landmarks"}
     box = face["box"]
     assert all(isinstance(box[k], int) for k in ("x", "y", "width", "height"))
     assert box["x"] >= 0 and box["x"] + box["width"] <= 512 and box["y"] >= 0 and box["y"] + box["height"] <= 512
@@ -40,12 +41,51 @@ def test_predict_follows_the_contract_field_by_field(client, astronaut_jpeg):
     assert 0.0 <= face["detection_score"] <= 1.0
     assert face["gender"]["female"] + face["gender"]["male"] == pytest.approx(1.0, abs=2e-4)
     assert face["label"] == max(face["gender"], key=face["gender"].get)
+    landmarks = face["landmarks"]
+    assert set(landmarks) == {"right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear"}
+    for name in ("right_eye", "left_eye", "nose_tip", "mouth"):
+        x, y = landmarks[name]
+        assert box["x"] <= x <= box["x"] + box["width"] and box["y"] <= y <= box["y"] + box["height"], name
+
+
+def test_a_detector_without_landmarks_leaves_the_field_out(astronaut_jpeg):
+    with TestClient(create_app(Settings(detector="ssd"))) as ssd_client:
+        (face,) = post_image(ssd_client, astronaut_jpeg).json()["faces"]
+    assert set(face) == {"box", "detection_score", "gender", "label"}
+
+
+def test_landmarks_follow_exif_rotation_into_the_upright_image(client, astronaut_jpeg):
+    # The same portrait stored sideways with EXIF orientation 6 (rotate 90 degrees clockwise to view).
+    sideways = Image.open(io.BytesIO(astronaut_jpeg)).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    sideways.save(buffer, "JPEG", quality=92, exif=exif)
+    upright = post_image(client, astronaut_jpeg).json()["faces"][0]
+    turned = post_image(client, buffer.getvalue()).json()["faces"][0]
+    for name in ("right_eye", "left_eye", "mouth"):
+        assert turned["landmarks"][name] == pytest.approx(upright["landmarks"][name], abs=4), name
+    assert abs(turned["box"]["x"] - upright["box"]["x"]) <= 4 and abs(turned["box"]["y"] - upright["box"]["y"]) <= 4
 
 
 def test_raw_image_body_is_accepted(client, astronaut_jpeg):
     response = client.post("/predict", content=astronaut_jpeg, headers={"content-type": "image/jpeg"})
     assert response.status_code == 200
     assert len(response.json()["faces"]) == 1
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"], ids=["ppm", "pgm"])
+def test_netpbm_photos_are_accepted_like_png(client, astronaut_jpeg, mode):
+    photo = Image.open(io.BytesIO(astronaut_jpeg)).convert(mode)
+    png, netpbm = io.BytesIO(), io.BytesIO()
+    photo.save(png, "PNG")
+    photo.save(netpbm, "PPM")
+    expected = post_image(client, png.getvalue(), content_type="image/png").json()["faces"]
+    response = post_image(client, netpbm.getvalue(), content_type="image/x-portable-anymap", filename="face.pnm")
+    assert response.status_code == 200, response.text
+    assert response.json()["faces"] == expected and len(expected) == 1
+    raw = client.post("/predict", content=netpbm.getvalue(), headers={"content-type": "image/x-portable-pixmap"})
+    assert raw.status_code == 200 and raw.json()["faces"] == expected
 
 
 def test_faces_are_ordered_largest_first_and_limits_apply(client, two_faces_jpeg):

@@ -1,3 +1,4 @@
+import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -7,19 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
-from service.detector import (
-    DetectorFileMissing,
-    HaarFaceDetector,
-    SsdFaceDetector,
-    _clip_box,
-    _Copies,
-    create_detector,
-    shrink,
-)
+from service.blazeface import BlazeFaceDetector, tile_windows
+from service.detection import LANDMARKS, DetectorFileMissing, clip_box, shrink
+from service.detector import HaarFaceDetector, SsdFaceDetector, _Copies, create_detector
 from service.preprocess import Box
+from service.weights import BLAZEFACE, INSTALL_COMMAND, installed_file
 
 
-@pytest.fixture(scope="module", params=["ssd", "haar"])
+@pytest.fixture(scope="module", params=["blazeface", "ssd", "haar"])
 def detector(request):
     return create_detector(request.param)
 
@@ -46,8 +42,7 @@ def test_threshold_one_rejects_everything(detector, astronaut):
     assert detector.detect(astronaut, threshold=1.01) == []
 
 
-@pytest.mark.parametrize("backend", ["ssd", "haar"])
-@pytest.mark.parametrize("copies", [1, 3])
+@pytest.mark.parametrize(("backend", "copies"), [("blazeface", 1), ("ssd", 1), ("ssd", 3), ("haar", 1), ("haar", 3)])
 def test_threads_sharing_one_detector_get_the_answers_of_a_lone_caller(backend, copies, astronaut, coffee):
     # The service runs requests in a thread pool against one detector; a cv2.dnn.Net is stateful.
     detector = create_detector(backend, copies=copies)
@@ -57,13 +52,14 @@ def test_threads_sharing_one_detector_get_the_answers_of_a_lone_caller(backend, 
         assert list(pool.map(detector.detect, images)) == expected
 
 
-def test_two_faces_side_by_side_are_both_found_largest_first(astronaut):
+@pytest.mark.parametrize("backend", ["blazeface", "ssd"])
+def test_two_faces_side_by_side_are_both_found_largest_first(backend, astronaut):
     face = astronaut[30:210, 130:320]
     small = face[::2, ::2]
     canvas = np.full((300, 600, 3), 90, np.uint8)
     canvas[40 : 40 + face.shape[0], 20 : 20 + face.shape[1]] = face
     canvas[60 : 60 + small.shape[0], 400 : 400 + small.shape[1]] = small
-    faces = SsdFaceDetector().detect(canvas)
+    faces = create_detector(backend).detect(canvas)
     assert len(faces) == 2
     assert faces[0].box.area > faces[1].box.area
     assert faces[0].box.x < 300 < faces[1].box.x
@@ -80,7 +76,7 @@ def test_two_faces_side_by_side_are_both_found_largest_first(astronaut):
     ],
 )
 def test_clip_box_drops_phantom_and_degenerate_boxes(coords, expected):
-    assert _clip_box(*coords, width=100, height=100) == expected
+    assert clip_box(*coords, width=100, height=100) == expected
 
 
 def test_missing_files_fail_fast_with_the_path(tmp_path: Path):
@@ -89,6 +85,13 @@ def test_missing_files_fail_fast_with_the_path(tmp_path: Path):
         SsdFaceDetector(weights=missing)
     with pytest.raises(DetectorFileMissing, match=r"cascade\.xml"):
         HaarFaceDetector(cascade=tmp_path / "cascade.xml")
+
+
+def test_missing_blazeface_weights_fail_fast_naming_the_install_command(tmp_path: Path):
+    with pytest.raises(DetectorFileMissing, match=INSTALL_COMMAND):
+        BlazeFaceDetector(tmp_path / "absent.onnx")
+    with pytest.raises(DetectorFileMissing, match=INSTALL_COMMAND):
+        create_detector("blazeface", directory=tmp_path)
 
 
 def test_unknown_backend_is_refused():
@@ -131,3 +134,55 @@ def test_a_returned_copy_goes_to_the_longest_waiting_caller():
     for thread in threads:
         thread.join(timeout=5)
     assert order == list(range(6))
+
+
+def test_blazeface_landmarks_are_named_and_the_inner_ones_lie_inside_the_box(astronaut):
+    (face,) = create_detector("blazeface").detect(astronaut)
+    assert face.landmarks is not None and tuple(face.landmarks) == LANDMARKS
+    b = face.box
+    for name in ("right_eye", "left_eye", "nose_tip", "mouth"):
+        x, y = face.landmarks[name]
+        assert b.x <= x <= b.x + b.width and b.y <= y <= b.y + b.height, name
+    (rx, ry), (lx, ly) = face.eyes
+    # The subject's right eye is the one on the image's left; both sit above the mouth.
+    assert rx < lx and max(ry, ly) < face.landmarks["mouth"][1]
+    # Eileen Collins' eyes are near (203, 102) and (248, 103) in the 512x512 portrait.
+    assert abs(rx - 203) < 8 and abs(lx - 248) < 8 and abs(ry - 102) < 8
+
+
+def test_opencv_backends_give_no_landmarks(astronaut):
+    assert create_detector("ssd").detect(astronaut)[0].landmarks is None
+
+
+def _small_face_scene(astronaut: np.ndarray, face_side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The astronaut's head shrunk to a face about ``face_side`` px wide, at a known spot of a grey 1920x1080 scene."""
+    head = astronaut[20:220, 120:330]
+    scale = face_side / 95
+    head = cv2.resize(head, (round(head.shape[1] * scale), round(head.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    canvas = np.full((1080, 1920, 3), 120, np.uint8)
+    x, y = 1300, 600
+    canvas[y : y + head.shape[0], x : x + head.shape[1]] = head
+    return canvas, (x + head.shape[1] // 2, y + head.shape[0] // 2)
+
+
+def test_the_tile_pass_finds_a_small_face_in_a_large_image_that_one_view_misses(astronaut):
+    scene, (cx, cy) = _small_face_scene(astronaut, 50)
+    assert create_detector("blazeface", tile_size=0).detect(scene) == []
+    found = create_detector("blazeface", tile_size=640).detect(scene)
+    assert len(found) == 1
+    b = found[0].box
+    assert b.x <= cx <= b.x + b.width and b.y <= cy <= b.y + b.height
+    assert 35 <= b.width <= 80
+
+
+def test_tiles_cover_the_image_with_the_overlap_asked_for():
+    windows = tile_windows(1920, 1080, 640, 0.25)
+    assert {(x, y) for x, y, _ in windows} >= {(0, 0), (1280, 440)}
+    xs = sorted({x for x, _, _ in windows})
+    assert all(b - a <= 640 * 0.75 + 1 for a, b in itertools.pairwise(xs))
+    assert tile_windows(500, 400, 640, 0.25) == [(0, 0, 640)]
+
+
+def test_blazeface_reads_the_installed_weights_file():
+    detector = create_detector("blazeface")
+    assert isinstance(detector, BlazeFaceDetector) and detector.weights == installed_file(BLAZEFACE)

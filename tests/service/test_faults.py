@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from service.config import BUNDLED_MODEL
+from service.weights import INSTALL_COMMAND
 from tests.live import launch_service, stop
 
 STARTUP_SECONDS = 60  # a healthy start takes a few seconds here; a hang would run into this
@@ -27,8 +28,8 @@ def model_copy(folder: Path, onnx: bytes | None = None, fix_sha: bool = False) -
     return model
 
 
-def faults(root: Path) -> dict[str, tuple[dict[str, str], str]]:
-    """Each fault: the environment that causes it, and the path its start-up error must name."""
+def faults(root: Path) -> dict[str, tuple[dict[str, str], list[str]]]:
+    """Each fault: the environment that causes it, and what its start-up error must say (the path first)."""
     missing = root / "nowhere" / "gender.onnx"
     truncated = model_copy(root / "truncated", BUNDLED_MODEL.read_bytes()[:5000])
     wrong = model_copy(root / "wrong", b"this is not an ONNX graph" * 100, fix_sha=True)
@@ -36,12 +37,21 @@ def faults(root: Path) -> dict[str, tuple[dict[str, str], str]]:
     no_json.with_suffix(".json").unlink()
     detector_dir = root / "detector"
     detector_dir.mkdir()
+    # A missing model file says which setting points at the model, so the user knows what to change.
     return {
-        "missing onnx": ({"FACEGENDER_MODEL": str(missing)}, str(missing)),
-        "truncated onnx": ({"FACEGENDER_MODEL": str(truncated)}, str(truncated)),
-        "wrong onnx": ({"FACEGENDER_MODEL": str(wrong)}, str(wrong)),
-        "missing metadata": ({"FACEGENDER_MODEL": str(no_json)}, str(no_json.with_suffix(".json"))),
-        "missing detector": ({"FACEGENDER_DETECTOR_DIR": str(detector_dir)}, str(detector_dir / "deploy.prototxt.txt")),
+        "missing onnx": ({"FACEGENDER_MODEL": str(missing)}, [str(missing), "set FACEGENDER_MODEL"]),
+        "truncated onnx": ({"FACEGENDER_MODEL": str(truncated)}, [str(truncated)]),
+        "wrong onnx": ({"FACEGENDER_MODEL": str(wrong)}, [str(wrong)]),
+        "missing metadata": (
+            {"FACEGENDER_MODEL": str(no_json)},
+            [str(no_json.with_suffix(".json")), "FACEGENDER_MODEL"],
+        ),
+        "missing detector": (
+            {"FACEGENDER_DETECTOR": "ssd", "FACEGENDER_DETECTOR_DIR": str(detector_dir)},
+            [str(detector_dir / "deploy.prototxt.txt")],
+        ),
+        # A fresh install that skipped the weights step: the log must say which command fetches them.
+        "weights not installed": ({"FACEGENDER_WEIGHTS_DIR": str(root / "no-weights")}, [INSTALL_COMMAND]),
     }
 
 
@@ -50,10 +60,10 @@ def outcomes(tmp_path_factory):
     """Start one server per fault, all at once, and wait for each to exit; note whether any got ready."""
     root = tmp_path_factory.mktemp("faults")
     started, results = {}, {}
-    for name, (env, path) in faults(root).items():
+    for name, (env, said) in faults(root).items():
         log = root / f"{name.replace(' ', '_')}.log"
-        started[name] = (*launch_service(log, env), log, path, time.monotonic())
-    for name, (process, base, log, path, t0) in started.items():
+        started[name] = (*launch_service(log, env), log, said, time.monotonic())
+    for name, (process, base, log, said, t0) in started.items():
         ready = False
         while process.poll() is None and time.monotonic() < t0 + STARTUP_SECONDS:
             with contextlib.suppress(httpx.TransportError):
@@ -61,16 +71,18 @@ def outcomes(tmp_path_factory):
             time.sleep(0.2)
         stop(process)
         results[name] = {"code": process.returncode, "seconds": time.monotonic() - t0, "log": log.read_text(),
-                         "ready": ready, "path": path}  # fmt: skip
+                         "ready": ready, "said": said}  # fmt: skip
     return results
 
 
 @pytest.mark.parametrize(
-    "fault", ["missing onnx", "truncated onnx", "wrong onnx", "missing metadata", "missing detector"]
+    "fault",
+    ["missing onnx", "truncated onnx", "wrong onnx", "missing metadata", "missing detector", "weights not installed"],
 )
 def test_a_broken_file_stops_the_start_and_is_named(outcomes, fault):
     outcome = outcomes[fault]
     assert not outcome["ready"], "a server with a broken file answered /readyz 200"
     assert outcome["code"] > 0, outcome["log"][-2000:]  # exited by itself (stop() would give -9), with an error
     assert outcome["seconds"] < STARTUP_SECONDS
-    assert outcome["path"] in outcome["log"], outcome["log"][-2000:]
+    for text in outcome["said"]:
+        assert text in outcome["log"], outcome["log"][-2000:]

@@ -94,7 +94,7 @@ def test_random_bytes_are_refused(client, astronaut_jpeg):
     assert_still_serving(client, astronaut_jpeg)
 
 
-VALID = {fmt: encode(noise(96, 80, seed=3), fmt) for fmt in ("JPEG", "PNG", "WEBP", "BMP", "TIFF")}
+VALID = {fmt: encode(noise(96, 80, seed=3), fmt) for fmt in ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "PPM")}
 
 
 def test_damaged_images_are_decoded_or_refused(client, astronaut_jpeg):

@@ -25,7 +25,7 @@ def gradient(width=64, height=48) -> Image.Image:
 
 
 @pytest.mark.parametrize(("fmt", "name"), [("JPEG", "JPEG"), ("PNG", "PNG"), ("WEBP", "WEBP"), ("BMP", "BMP"),
-                                           ("TIFF", "TIFF")])  # fmt: skip
+                                           ("TIFF", "TIFF"), ("PPM", "PPM")])  # fmt: skip
 def test_every_supported_format_decodes_to_bgr(fmt, name):
     decoded = decode_image(encode(gradient(), fmt), LIMIT)
     assert decoded.format == name
@@ -50,6 +50,32 @@ def test_other_modes_become_three_channel_uint8(image):
     assert decoded.bgr.shape == (10, 20, 3) and decoded.bgr.dtype == np.uint8
     if image.mode.startswith("I"):
         assert decoded.bgr[0, 0, 0] == round(40000 / 65535 * 255)
+
+
+NETPBM = {
+    "binary pgm": (b"P5\n3 1\n255\n\x00\x80\xff", [0, 128, 255]),
+    "ascii pgm with a comment": (b"P2\n# from a camera\n3 1\n15\n0 8 15\n", [0, 136, 255]),
+    "16-bit pgm": (b"P5\n3 1\n65535\n" + np.array([200, 32768, 65535], ">u2").tobytes(), [1, 128, 255]),
+    "binary pbm": (b"P4\n3 1\n\x40", [255, 0, 255]),
+    "ascii ppm": (b"P3\n3 1\n255\n0 0 0  128 128 128  255 255 255\n", [0, 128, 255]),
+}
+
+
+@pytest.mark.parametrize("name", NETPBM)
+def test_netpbm_files_decode_with_their_sample_depth(name):
+    data, grey = NETPBM[name]
+    decoded = decode_image(data, LIMIT)
+    assert decoded.format == "PPM" and sniff_format(data) == "PPM"
+    assert decoded.bgr.shape == (1, 3, 3)
+    assert decoded.bgr[0, :, 0].tolist() == grey  # a dark 16-bit sample stays dark, 1-bit black is 0
+
+
+def test_netpbm_limits_and_damage_are_refused_like_any_format():
+    with pytest.raises(ImageTooLarge, match="pixel"):
+        decode_image(b"P6\n30000 30000\n255\n" + bytes(64), LIMIT)
+    with pytest.raises(InvalidImage, match="PPM"):
+        decode_image(encode(gradient(), "PPM")[:100], LIMIT)
+    assert sniff_format(b"P5x not a header") is None and sniff_format(b"P7\nWIDTH 1\n") is None
 
 
 def test_alpha_is_laid_on_white():

@@ -1,7 +1,18 @@
+import cv2
 import numpy as np
 import pytest
 
-from service.preprocess import Box, CropSpec, crop_face, crop_region, preprocess_faces, to_model_input
+from service.preprocess import (
+    EYE_DISTANCE,
+    EYE_HEIGHT,
+    Box,
+    CropSpec,
+    alignment_matrix,
+    crop_face,
+    crop_region,
+    preprocess_faces,
+    to_model_input,
+)
 
 
 def test_square_crop_region_is_centred_on_the_box_with_margin():
@@ -69,3 +80,70 @@ def test_invalid_specs_are_refused(kwargs):
 def test_spec_round_trips_through_a_dict():
     spec = CropSpec(size=48, colour="grey", margin=0.3, square=False)
     assert CropSpec.from_dict({**spec.to_dict(), "unrelated": 1}) == spec
+
+
+def _eye_scene(right_eye: tuple[float, float], left_eye: tuple[float, float]) -> np.ndarray:
+    """A grey image with a red dot at the subject's right eye and a blue dot at the left."""
+    image = np.full((400, 400, 3), 128, np.uint8)
+    cv2.circle(image, (round(right_eye[0]), round(right_eye[1])), 5, (0, 0, 255), -1)
+    cv2.circle(image, (round(left_eye[0]), round(left_eye[1])), 5, (255, 0, 0), -1)
+    return image
+
+
+def _dot(crop: np.ndarray, channel: int) -> tuple[float, float]:
+    """The centroid of the pixels where one colour channel dominates (crops are RGB)."""
+    others = [c for c in range(3) if c != channel]
+    mask = (crop[:, :, channel] > 190) & (crop[:, :, others].max(axis=2) < 90)
+    ys, xs = np.nonzero(mask)
+    assert len(xs), "dot not found in the crop"
+    return float(xs.mean()), float(ys.mean())
+
+
+@pytest.mark.parametrize("turn", [0.0, 25.0, -40.0])
+def test_aligned_crop_puts_the_eyes_where_the_spec_says(turn):
+    spec = CropSpec(size=96, margin=0.2, align=True)
+    centre, half = np.array([210.0, 190.0]), 30.0
+    step = half * np.array([np.cos(np.radians(turn)), np.sin(np.radians(turn))])
+    right_eye, left_eye = tuple(centre - step), tuple(centre + step)
+    crop = crop_face(_eye_scene(right_eye, left_eye), Box(0, 0, 1, 1), spec, (right_eye, left_eye))
+    face_side = spec.size / (1 + 2 * spec.margin)
+    want_y = spec.size / 2 - EYE_HEIGHT * face_side
+    want_dx = EYE_DISTANCE * face_side / 2
+    (rx, ry), (lx, ly) = _dot(crop, 0), _dot(crop, 2)
+    assert rx == pytest.approx(spec.size / 2 - want_dx, abs=1.0)
+    assert lx == pytest.approx(spec.size / 2 + want_dx, abs=1.0)
+    assert ry == pytest.approx(want_y, abs=1.0) and ly == pytest.approx(want_y, abs=1.0)
+
+
+def test_the_alignment_matrix_is_a_similarity_transform_that_levels_the_eyes():
+    spec = CropSpec(size=64, margin=0.1, align=True)
+    eyes = ((100.0, 120.0), (160.0, 90.0))
+    matrix = alignment_matrix(eyes, spec)
+    (a, b, _), (c, d, _) = matrix
+    assert a == pytest.approx(d) and b == pytest.approx(-c)  # rotation and one scale, no shear
+    mapped = [matrix @ np.array([x, y, 1.0]) for x, y in eyes]
+    assert mapped[0][1] == pytest.approx(mapped[1][1])
+
+
+def test_a_large_face_is_area_shrunk_before_the_turn_and_matches_a_direct_warp():
+    # Downscaling by 10x: the pre-shrink must not move the eyes, only remove aliasing.
+    spec = CropSpec(size=48, margin=0.2, align=True)
+    image = cv2.resize(_eye_scene((150.0, 200.0), (250.0, 200.0)), (4000, 4000), interpolation=cv2.INTER_NEAREST)
+    eyes = ((1500.0, 2000.0), (2500.0, 2000.0))
+    crop = crop_face(image, Box(0, 0, 1, 1), spec, eyes)
+    assert crop.shape == (48, 48, 3)
+    face_side = spec.size / (1 + 2 * spec.margin)
+    assert _dot(crop, 0)[0] == pytest.approx(spec.size / 2 - EYE_DISTANCE * face_side / 2, abs=1.0)
+
+
+def test_without_align_in_the_spec_eyes_change_nothing(astronaut):
+    spec = CropSpec(size=32)
+    box = Box(180, 60, 90, 115)
+    assert np.array_equal(
+        crop_face(astronaut, box, spec), crop_face(astronaut, box, spec, ((200.0, 100.0), (250.0, 104.0)))
+    )
+
+
+def test_align_round_trips_through_the_metadata_dict():
+    assert CropSpec.from_dict(CropSpec(align=True).to_dict()).align is True
+    assert CropSpec.from_dict({"size": 64}).align is False

@@ -23,12 +23,94 @@ def test_help_lists_every_command():
     train_help = run_cli("train", "--help").stdout
     for option in ("--data", "--arch", "--epochs", "--out", "folder:DIR", "celeba:DIR", "imdb:MAT"):
         assert option in train_help
+    # Every column the CSV loader reads, split included.
+    csv_help = "csv:FILE (columns path, gender, optionally person_id, age, race, split, face_x, face_y, face_w, face_h)"
+    assert csv_help in " ".join(train_help.split())
+
+
+def test_prepare_without_archives_says_where_it_looked(tmp_path):
+    result = run_cli("prepare", "--shared-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: no *.tar.gz archives in {tmp_path}; --shared-dir names the folder that holds them"
+    )
 
 
 def test_unknown_data_format_is_a_usage_error(tmp_path):
     result = run_cli("train", "--data", "parquet:x", "--out", str(tmp_path))
     assert result.returncode == 2
     assert "folder:DIR" in result.stderr
+
+
+def variants(image, count: int) -> list:
+    """``count`` different photos of the same scene: mirrored, shifted and brightened a little."""
+    import numpy as np
+
+    out = []
+    for i in range(count):
+        shifted = np.roll(image, 6 * i, axis=1)
+        out.append(np.clip(shifted.astype(int) + 8 * i, 0, 255).astype(np.uint8)[:, :: (-1) ** i])
+    return out
+
+
+@pytest.fixture
+def one_class_test_csv(tmp_path):
+    """A CSV dataset of real photos whose test split holds women only, and two images without a face."""
+    import cv2
+    import numpy as np
+
+    from tests.conftest import ROOT, read_fixture
+
+    woman = read_fixture("astronaut.jpg")
+    man = cv2.imread(str(ROOT / "benchmarks" / "photos" / "camera.jpg"))
+    rows = []
+    for gender, image, splits in (("female", woman, ["train"] * 4 + ["val"] * 2 + ["test"] * 2),
+                                  ("male", man, ["train"] * 4 + ["val"] * 2)):  # fmt: skip
+        for i, (photo, split) in enumerate(zip(variants(image, len(splits)), splits, strict=True)):
+            cv2.imwrite(str(tmp_path / f"{gender}-{i}.jpg"), photo)
+            rows.append(f"{gender}-{i}.jpg,{gender},{split}")
+    for i, split in enumerate(("train", "test")):  # flat grey: no detector finds a face there
+        cv2.imwrite(str(tmp_path / f"none-{i}.jpg"), np.full((240, 320, 3), 90 + 60 * i, np.uint8))
+        rows.append(f"none-{i}.jpg,female,{split}")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,gender,split\n" + "\n".join(rows) + "\n")
+    return labels
+
+
+@pytest.mark.slow
+def test_train_evaluate_export_on_a_test_split_with_one_class(one_class_test_csv, tmp_path):
+    """Train, evaluate and export a small real run: the counts printed are the data report's, the card is
+    written although ROC AUC is undefined on a one-class test split, and the model names only a card it has."""
+    run_dir, cache, no_shared = tmp_path / "run", tmp_path / "cache", tmp_path / "no-shared"
+    no_shared.mkdir()
+    common = ("--cache-dir", str(cache), "--shared-dir", str(no_shared), "--workers", "1")
+    trained = run_cli(
+        "train", "--data", f"csv:{one_class_test_csv}", "--epochs", "1", "--batch-size", "4", "--out", str(run_dir),
+        *common,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    status = json.loads((run_dir / "data.json").read_text())["status"]
+    assert status.get("no_face") == 2 and status.get("ok", 0) >= 12, status
+    assert f"{status['ok']} with a face, 2 without, 0 unreadable" in trained.stdout
+
+    early = tmp_path / "before-evaluate" / "model.onnx"
+    exported = run_cli("export", str(run_dir / "best.keras"), "--out", str(early), *common)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert json.loads(early.with_suffix(".json").read_text())["card"] is None
+    assert not (early.parent / "MODEL_CARD.md").exists() and "no model card" in exported.stdout
+
+    evaluated = run_cli("evaluate", str(run_dir / "best.keras"), *common)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    card = (run_dir / "report" / "MODEL_CARD.md").read_text()
+    (row,) = [line for line in card.splitlines() if line.startswith(f"| {one_class_test_csv.parent.name}_test |")]
+    assert "| 2 |" in row and "| n/a |" in row  # two test faces, both women: no ROC AUC
+
+    onnx_path = tmp_path / "model" / "model.onnx"
+    exported = run_cli("export", str(run_dir / "best.keras"), "--out", str(onnx_path), *common)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    metadata = json.loads(onnx_path.with_suffix(".json").read_text())
+    assert metadata["card"] == "MODEL_CARD.md"
+    assert (onnx_path.parent / metadata["card"]).read_text() == card
 
 
 @pytest.fixture

@@ -234,6 +234,19 @@ def test_load_labels_csv_reads_split_column(tmp_path: Path) -> None:
     assert [s.split for s in load_labels_csv(csv_path)] == ["test", "val"]
 
 
+def test_load_labels_csv_reads_the_face_box_as_the_region_hint(tmp_path: Path) -> None:
+    # celeba_wild's columns: the one labelled face of a whole photo.
+    text = "path,gender,face_x,face_y,face_w,face_h\na.jpg,male,174,54,84,114\nb.jpg,female,,,,\n"
+    samples = load_labels_csv(write_text(tmp_path / "labels.csv", text))
+    assert [s.region for s in samples] == [(174, 54, 258, 168), None]
+
+
+def test_load_labels_csv_refuses_a_face_box_that_is_not_numbers(tmp_path: Path) -> None:
+    text = "path,gender,face_x,face_y,face_w,face_h\na.jpg,male,1,2,wide,4\n"
+    with pytest.raises(DatasetError, match=r"labels\.csv:2: face_x"):
+        load_labels_csv(write_text(tmp_path / "labels.csv", text))
+
+
 # load_utkface
 
 UTKFACE_VALID = {
@@ -677,3 +690,23 @@ def test_load_spec_shared_without_archives_raises(tmp_path: Path) -> None:
     write_text(tmp_path / "shared" / "README.md", "")
     with pytest.raises(DatasetError, match="no training archives"):
         load_spec(f"shared:{tmp_path / 'shared'}", tmp_path / "cache", tmp_path)
+
+
+# the detection cache of training/prepare.py
+
+
+def test_the_detection_cache_keeps_the_eyes_and_aligned_training_crops_use_them(tmp_path: Path) -> None:
+    from service.preprocess import CropSpec, crop_face
+    from tests.conftest import FIXTURES, read_fixture
+    from training.prepare import build_crops, detect_samples, load_detections
+
+    sample = Sample(FIXTURES / "astronaut.jpg", "female", "fixtures")
+    record = detect_samples([sample], tmp_path, "blazeface", workers=1)[str(sample.path)]
+    assert record.status == "ok" and record.eyes is not None
+    cached = load_detections(tmp_path, "blazeface")[str(sample.path)]
+    assert cached.box == record.box and np.allclose(cached.eyes, record.eyes, atol=0.06)
+    spec = CropSpec(size=32, align=True)
+    _, crops = build_crops([sample], {str(sample.path): cached}, spec, tmp_path)
+    image = read_fixture("astronaut.jpg")
+    assert np.array_equal(crops[0], crop_face(image, cached.box, spec, cached.eyes))
+    assert not np.array_equal(crops[0], crop_face(image, cached.box, spec))  # the eyes did turn the crop

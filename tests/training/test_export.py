@@ -60,6 +60,7 @@ def test_export_round_trip_matches_keras_in_onnxruntime(tiny_checkpoint, real_fa
     assert saved == json.loads(json.dumps(metadata))
     assert saved["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert saved["labels"] == ["female", "male"]
+    assert saved["card"] is None  # no evaluate ran, so there is no card to name
     assert saved["input"]["name"] == "input" and saved["input"]["layout"] == "NHWC"
     assert saved["input"]["crop"]["margin"] == 0.2 and saved["input"]["colour"] == "rgb"
     assert saved["parity"]["faces"] == len(real_faces) and saved["parity"]["max_abs_diff"] <= 1e-4
