@@ -50,7 +50,7 @@ def in_image(image: str, code: str, *options: str) -> Any:
     return json.loads(output)
 
 
-def test_the_final_stage_holds_no_installer_build_leftovers_or_extras(image: str) -> None:
+def test_the_final_stage_holds_the_detector_weights_and_no_installer_build_leftovers_or_extras(image: str) -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = sorted({spec.split("=")[0].split("<")[0].split(">")[0].split("[")[0].strip().lower().replace("-", "_")
                      for group in pyproject["optional-dependencies"].values() for spec in group})  # fmt: skip
@@ -64,12 +64,14 @@ print(json.dumps({{
     'extras': [m for m in {extras!r} if importlib.util.find_spec(m)],
     'test_suites': [str(p) for p in venv.rglob('tests') if p.is_dir()],
     'pip_scripts': [p.name for p in (venv / 'bin').glob('pip*')],
-    'leftovers': [p for p in ('/tmp/requirements.txt', '/tmp/pyproject.toml', '/root/.cache/pip')
-                  if pathlib.Path(p).exists()],
+    'leftovers': [p for p in ('/tmp/requirements.txt', '/tmp/pyproject.toml', '/tmp/src', '/root/.cache/pip',
+                              '/root/.npm', '/usr/bin/npm', '/usr/bin/node') if pathlib.Path(p).exists()],
+    'detector_weights': sorted(p.name for p in (venv / 'share' / 'facegender').rglob('*.onnx')),
 }}))
 """,
     )
-    assert found == {"installers": [], "extras": [], "test_suites": [], "pip_scripts": [], "leftovers": []}
+    assert found == {"installers": [], "extras": [], "test_suites": [], "pip_scripts": [], "leftovers": [],
+                     "detector_weights": ["face_detection_back_256x256.onnx"]}  # fmt: skip
 
 
 def test_the_image_serves_what_the_service_needs(image: str) -> None:
