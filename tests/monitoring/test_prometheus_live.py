@@ -21,8 +21,10 @@ from tests.conftest import FIXTURES
 from tests.live import free_port, start_service, stop, wait_until
 from tests.monitoring.queries import (
     COMPOSE,
+    POD_LABELS,
     PROMETHEUS_CONFIG,
     Query,
+    adapter_queries,
     concrete,
     dashboard_queries,
     load_yaml,
@@ -36,6 +38,7 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 TRAFFIC_SECONDS = 12
 DASHBOARD_QUERIES = dashboard_queries() + variable_queries()
 RULE_QUERIES = rule_queries()
+ADAPTER_QUERIES = adapter_queries()
 # Prometheus reports nanoseconds; Python 3.11 parses at most microseconds, and whole seconds suffice here.
 _RFC3339 = re.compile(r"^([0-9-]+T[0-9:]+)(\.[0-9]+)?(Z|[+-][0-9:]+)$")
 
@@ -57,7 +60,7 @@ def scrape_config(service_base: str, prometheus_port: int, directory: Path) -> P
     facegender = jobs["facegender"]
     # The compose file finds replicas by DNS; here there is one, on loopback.
     assert facegender.pop("dns_sd_configs"), "the facegender job is expected to use DNS discovery"
-    facegender["static_configs"] = [{"targets": [service_base.removeprefix("http://")]}]
+    facegender["static_configs"] = [{"targets": [service_base.removeprefix("http://")], "labels": POD_LABELS}]
     jobs["prometheus"]["static_configs"] = [{"targets": [f"127.0.0.1:{prometheus_port}"]}]
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     config["rule_files"] = [str((PROMETHEUS_CONFIG.parent / pattern).resolve()) for pattern in config["rule_files"]]
@@ -165,6 +168,13 @@ def test_dashboard_expression_returns_data(scraped: str, item: Query) -> None:
 @pytest.mark.parametrize("item", RULE_QUERIES, ids=[item.source for item in RULE_QUERIES])
 def test_rule_expression_returns_data(scraped: str, item: Query) -> None:
     _assert_returns_data(scraped, item)
+
+
+@pytest.mark.parametrize("item", ADAPTER_QUERIES, ids=[item.source for item in ADAPTER_QUERIES])
+def test_the_autoscaler_metric_returns_data_for_a_pod(scraped: str, item: Query) -> None:
+    _assert_returns_data(scraped, item)
+    # The scrape that reads the gauge is itself in flight, so a live pod never reports less than one.
+    assert all(float(series["value"][1]) >= 1 for series in query(scraped, item.expr)), item.expr
 
 
 def test_every_rule_evaluates_without_error_and_none_fires(scraped: str) -> None:
