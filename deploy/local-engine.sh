@@ -43,6 +43,10 @@ start_engine() {
     if [ "$(ps -o comm= -p 1)" = systemd ]; then
         systemctl start docker
     else
+        # A dockerd that was killed (not stopped) leaves its pid file, and a new one refuses to start.
+        if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+            rm -f /var/run/docker.pid
+        fi
         say "starting dockerd (log: $DOCKERD_LOG)"
         setsid nohup dockerd --iptables=false --ip-masq=false --bridge=none </dev/null >>"$DOCKERD_LOG" 2>&1 &
     fi
