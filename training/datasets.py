@@ -256,7 +256,9 @@ def extract_archive(archive: Path, cache_dir: Path) -> Path:
     with tarfile.open(archive) as tar:
         members = tar.getmembers()
         tops = {m.name.split("/", 1)[0] for m in members}
-        single = len(tops) == 1 and any(m.isdir() and m.name == next(iter(tops)) for m in members)
+        # One top folder, whether or not the archive holds an entry for the folder itself.
+        top = next(iter(tops), "")
+        single = len(tops) == 1 and all(m.name.startswith(f"{top}/") or (m.isdir() and m.name == top) for m in members)
         folder = target / next(iter(tops)) if single else target / name
         if not (marker.is_file() and marker.read_text() == stamp and folder.is_dir()):
             tar.extractall(target if single else folder, members=members, filter="data")

@@ -639,6 +639,22 @@ def test_load_spec_archive_with_class_folders(tmp_path: Path) -> None:
     ]
 
 
+def test_load_spec_archive_packed_without_folder_entries(tmp_path: Path) -> None:
+    # The shared gender_dataset_face.tar.gz lists only files ("gender_dataset_face/man/face_0.jpg"), no folders.
+    source = tmp_path / "src" / "gender_dataset_face"
+    write_image(source / "man" / "face_0.jpg")
+    write_image(source / "woman" / "face_1.jpg")
+    archive = tmp_path / "gender_dataset_face.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(source.rglob("*.jpg")):
+            tar.add(path, arcname=str(path.relative_to(source.parent)), recursive=False)
+
+    samples = load_spec(f"archive:{archive}", tmp_path / "cache", tmp_path)
+
+    assert [(s.path.name, s.gender) for s in samples] == [("face_0.jpg", "male"), ("face_1.jpg", "female")]
+    assert samples[0].path.parent.parent == tmp_path / "cache" / "datasets" / "gender_dataset_face"
+
+
 def test_load_spec_archive_top_folder_named_differently(tmp_path: Path) -> None:
     source = write_labelled_folder(tmp_path / "src" / "faces", [("a.jpg", "male")])
     archive = make_tar_gz(tmp_path / "faces-v2.tar.gz", source)
