@@ -150,11 +150,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of measured traffic")
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds of traffic before the baseline")
-    parser.add_argument("--quick", action="store_true", help="CI size: 10 s of traffic after 5 s of warm-up")
+    parser.add_argument("--quick", action="store_true", help="CI size: 10 s of traffic after 10 s of warm-up")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
     args = parser.parse_args()
     if args.quick:
-        args.duration, args.warmup = 10.0, 5.0
+        args.duration, args.warmup = 10.0, 10.0
     env = {"FACEGENDER_MAX_BYTES": str(MAX_BYTES), "FACEGENDER_LOG_LEVEL": "WARNING"}
     process, url, first_start = timed_start(env)
     try:
