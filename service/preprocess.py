@@ -16,6 +16,10 @@ import numpy as np
 import numpy.typing as npt
 
 Colour = Literal["rgb", "grey"]
+# How the part of a crop region that lies outside the photo is filled: "black" (the first models' rule),
+# or "edge", the photo's border pixels carried outwards, which looks like no particular source of photos.
+Outside = Literal["black", "edge"]
+_BORDERS = {"black": cv2.BORDER_CONSTANT, "edge": cv2.BORDER_REPLICATE}
 Point = tuple[float, float]
 # Where an aligned crop puts the eyes, in units of the face square (the crop before its margin):
 # their distance apart and their height above the square's centre. These are the medians of the eyes
@@ -50,6 +54,7 @@ class CropSpec:
     scale: float = 1.0 / 255.0
     offset: float = 0.0
     align: bool = False  # turn the eye line level and place the eyes canonically, when eyes are known
+    outside: Outside = "black"
 
     def __post_init__(self) -> None:
         if self.size < 8:
@@ -58,6 +63,8 @@ class CropSpec:
             raise ValueError(f"colour must be 'rgb' or 'grey', got {self.colour!r}")
         if not 0.0 <= self.margin <= 1.0:
             raise ValueError(f"margin must be within 0..1, got {self.margin}")
+        if self.outside not in _BORDERS:
+            raise ValueError(f"outside must be 'black' or 'edge', got {self.outside!r}")
 
     @property
     def channels(self) -> int:
@@ -72,7 +79,11 @@ class CropSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CropSpec:
-        fields = {k: data[k] for k in ("size", "colour", "margin", "square", "scale", "offset", "align") if k in data}
+        fields = {
+            k: data[k]
+            for k in ("size", "colour", "margin", "square", "scale", "offset", "align", "outside")
+            if k in data
+        }
         return cls(**fields)
 
 
@@ -98,11 +109,11 @@ def crop_face(
 
     ``eyes`` are the subject's right and left eye centres (left and right in an upright photo); with
     ``spec.align`` and eyes given, the crop is ``alignment_matrix``'s similarity transform, else the box's region.
-    Parts of the region outside the image are black, so no texture is invented at the edges.
+    Parts of the region outside the image are filled as ``spec.outside`` says, the same way in training and serving.
     """
     height, width = image_bgr.shape[:2]
     if spec.align and eyes is not None:
-        resized = _warp(image_bgr, alignment_matrix(eyes, spec), spec.size)
+        resized = _warp(image_bgr, alignment_matrix(eyes, spec), spec.size, spec.outside)
     else:
         x0, y0, x1, y1 = crop_region(box, spec)
         inner: npt.NDArray[np.uint8] = image_bgr[max(y0, 0) : min(y1, height), max(x0, 0) : min(x1, width)]
@@ -110,7 +121,8 @@ def crop_face(
             raise ValueError(f"face box {box} lies outside the {width}x{height} image")
         pad = (max(-y0, 0), max(y1 - height, 0), max(-x0, 0), max(x1 - width, 0))
         if any(pad):
-            inner = np.asarray(cv2.copyMakeBorder(inner, *pad, borderType=cv2.BORDER_CONSTANT, value=(0, 0, 0)))
+            border = _BORDERS[spec.outside]
+            inner = np.asarray(cv2.copyMakeBorder(inner, *pad, borderType=border, value=(0, 0, 0)))
         shrinking = inner.shape[0] > spec.size
         interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
         resized = np.asarray(cv2.resize(inner, (spec.size, spec.size), interpolation=interpolation), np.uint8)
@@ -139,7 +151,9 @@ def alignment_matrix(eyes: tuple[Point, Point], spec: CropSpec) -> npt.NDArray[n
     return np.array([[a, b, tx], [-b, a, ty]], np.float64)
 
 
-def _warp(image: npt.NDArray[np.uint8], matrix: npt.NDArray[np.float64], size: int) -> npt.NDArray[np.uint8]:
+def _warp(
+    image: npt.NDArray[np.uint8], matrix: npt.NDArray[np.float64], size: int, outside: Outside = "black"
+) -> npt.NDArray[np.uint8]:
     """warpAffine into a size x size crop; a large downscale first area-shrinks the region, against aliasing."""
     scale = math.hypot(matrix[0, 0], matrix[0, 1])
     if scale < 0.5:
@@ -162,7 +176,7 @@ def _warp(image: npt.NDArray[np.uint8], matrix: npt.NDArray[np.float64], size: i
                 ]
             )
     warped = cv2.warpAffine(
-        image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
+        image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=_BORDERS[outside], borderValue=(0, 0, 0)
     )
     return np.asarray(warped, np.uint8)
 

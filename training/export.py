@@ -54,6 +54,7 @@ def crop_spec_of(run: dict[str, Any], model: keras.Model) -> CropSpec:
             margin=config["margin"],
             square=config["square"],
             align=config.get("align", False),
+            outside=config.get("outside", "black"),
         )
     _, size, _, channels = model.input_shape
     return CropSpec(size=size, colour="rgb" if channels == 3 else "grey")
@@ -118,7 +119,7 @@ def build_metadata(
             "colour": spec.colour,
             "size": spec.size,
             "normalisation": {"scale": spec.scale, "offset": spec.offset, "formula": "pixel * scale + offset"},
-            "crop": {"margin": spec.margin, "square": spec.square, "align": spec.align, "outside": "black"},
+            "crop": {"margin": spec.margin, "square": spec.square, "align": spec.align, "outside": spec.outside},
         },
         "output": {"name": OUTPUT_NAME, "kind": "softmax"},
         "class_maps": _class_maps_entry(model),
