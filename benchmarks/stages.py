@@ -25,6 +25,7 @@ import numpy as np
 from benchmarks.common import WORKLOADS, machine, report
 from service.app import load_pipeline
 from service.blazeface import INPUT_SIZE, BlazeFaceDetector
+from service.classifier import GenderClassifier
 from service.config import Settings
 from service.detection import shrink
 from service.detector import SsdFaceDetector
@@ -75,7 +76,8 @@ def blazeface_forward(detector: BlazeFaceDetector) -> object:
 def profile(workload: str, runs: int) -> dict[str, Any]:
     make, _ = WORKLOADS[workload]
     data = make()
-    pipeline = load_pipeline(Settings(ort_threads=1))
+    settings = Settings(ort_threads=1)
+    pipeline = load_pipeline(settings)
     image = decode_image(data, LIMIT).bgr
     boxes = [d.box for d in pipeline.detect(image, None)]
     batch = preprocess_faces(image, boxes, pipeline.classifier.spec)
@@ -83,6 +85,10 @@ def profile(workload: str, runs: int) -> dict[str, Any]:
     ssd = SsdFaceDetector()
     one_view = BlazeFaceDetector(tile_size=0)
     two_threads = BlazeFaceDetector(tile_size=0, threads=2)
+    one_pass = GenderClassifier(settings.model, threads=1, flip_average=False)
+    flipping = GenderClassifier(settings.model, threads=1, flip_average=True)
+    # The cost does not depend on the pixels, so a workload without faces times a grey crop instead.
+    one_face = batch[:1] if len(batch) else np.full((1, *one_pass.spec.shape), 0.5, np.float32)
     blob = cv2.dnn.blobFromImages([shrink(image, 300, 300)] * 4, 1.0, (300, 300), (104.0, 177.0, 123.0))
     stages = {
         "decode, PIL": lambda: pil_decode(data),
@@ -99,6 +105,8 @@ def profile(workload: str, runs: int) -> dict[str, Any]:
         "crop + preprocess all faces": lambda: preprocess_faces(image, boxes, pipeline.classifier.spec),
         "classify all faces, one batch": lambda: pipeline.classifier.classify(batch),
         "classify all faces, one by one": lambda: [pipeline.classifier.classify(face[None]) for face in batch],
+        "classify one face, one pass": lambda: one_pass.classify(one_face),
+        "classify one face, flip-averaged (face and mirror image in one batch)": lambda: flipping.classify(one_face),
         "whole pipeline (predict_bytes)": lambda: pipeline.predict_bytes(data, PredictOptions()),
     }
     cpu = {name: median_ms(work, runs) for name, work in stages.items()}

@@ -287,9 +287,15 @@ async def readyz(request: Request) -> Status:
 
 @router.get("/v1/models", response_model=ModelInfo, responses={503: {"model": ErrorResponse}})
 async def model_info(request: Request) -> ModelInfo:
-    """The loaded model's metadata: name, version, sha256, input, labels, training data and evaluation."""
+    """The loaded model's metadata (name, version, sha256, input, labels, training, evaluation), flip setting."""
     classifier = get_pipeline(request).classifier
-    return ModelInfo.model_validate({**classifier.metadata, "explanations": classifier.class_maps_name is not None})
+    return ModelInfo.model_validate(
+        {
+            **classifier.metadata,
+            "explanations": classifier.class_maps_name is not None,
+            "flip_average": classifier.flip_average,
+        }
+    )
 
 
 @router.get(

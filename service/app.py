@@ -28,7 +28,7 @@ def load_pipeline(settings: Settings) -> Pipeline:
     """Load the detector and model, failing fast with the offending file named, then warm them up."""
     if settings.opencv_threads:
         cv2.setNumThreads(settings.opencv_threads)
-    classifier = GenderClassifier(settings.model, threads=settings.ort_threads)
+    classifier = GenderClassifier(settings.model, threads=settings.ort_threads, flip_average=settings.flip_average)
     detector = create_detector(
         settings.detector,
         settings.detector_input_size,
@@ -53,7 +53,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.MODEL_INFO.labels(name=classifier.name, version=classifier.version, sha256=classifier.sha256).set(1)
         app.state.pipeline = pipeline
         metrics.READY.set(1)
-        log.info("ready: model %s %s, detector %s", classifier.name, classifier.version, settings.detector)
+        log.info(
+            "ready: model %s %s, flip averaging %s, detector %s",
+            classifier.name,
+            classifier.version,
+            "on" if classifier.flip_average else "off",
+            settings.detector,
+        )
         yield
         metrics.READY.set(0)
         app.state.pipeline = None

@@ -19,7 +19,8 @@ from service.preprocess import CropSpec
 class GenderClassifier:
     """An onnxruntime session plus the metadata contract written by ``training.export``."""
 
-    def __init__(self, model_path: Path, threads: int = 1) -> None:
+    def __init__(self, model_path: Path, threads: int = 1, flip_average: bool | None = None) -> None:
+        """``flip_average`` None: as the metadata's ``inference.flip_average`` says, off when it says nothing."""
         self.path = model_path
         self.metadata, model_bytes = load_model_files(model_path)
         try:
@@ -33,8 +34,12 @@ class GenderClassifier:
             maps = self.metadata.get("class_maps")
             self.class_maps_name: str | None = maps["name"] if maps else None
             self.class_maps_shape: tuple[int, ...] = tuple(maps["shape"][1:]) if maps else ()
-        except (KeyError, TypeError, ValueError) as exc:
+            declared = (self.metadata.get("inference") or {}).get("flip_average", False)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{model_path.with_suffix('.json')}: incomplete model metadata ({exc})") from None
+        if not isinstance(declared, bool):
+            raise ModelLoadError(f"{model_path.with_suffix('.json')}: inference.flip_average must be true or false")
+        self.flip_average = declared if flip_average is None else flip_average
         if sorted(self.labels) != ["female", "male"]:
             raise ModelLoadError(f"{model_path}: labels must be female and male, got {self.labels}")
         options = ort.SessionOptions()
@@ -69,8 +74,8 @@ class GenderClassifier:
         """Calibrated probabilities (N, 2) in ``self.labels`` order for a batch of model inputs."""
         if len(batch) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float64)
-        raw = self.session.run([self.output_name], {self.input_name: batch})[0]
-        return apply_temperature(np.asarray(raw), self.temperature)
+        (raw,) = self._run(batch, [self.output_name])
+        return apply_temperature(raw, self.temperature)
 
     def classify_with_maps(
         self, batch: npt.NDArray[np.float32]
@@ -80,8 +85,19 @@ class GenderClassifier:
             raise ValueError(f"{self.path} has no class activation maps")
         if len(batch) == 0:
             return self.classify(batch), np.zeros((0, *self.class_maps_shape), dtype=np.float32)
-        raw, maps = self.session.run([self.output_name, self.class_maps_name], {self.input_name: batch})
-        return apply_temperature(np.asarray(raw), self.temperature), np.asarray(maps, dtype=np.float32)
+        raw, maps = self._run(batch, [self.output_name, self.class_maps_name])
+        return apply_temperature(raw, self.temperature), maps.astype(np.float32)
+
+    def _run(self, batch: npt.NDArray[np.float32], outputs: list[str]) -> list[npt.NDArray[Any]]:
+        """The raw probabilities (``outputs[0]``) and maps; with flip averaging, the mean over the faces and their
+        mirror images, run as one batch, each mirrored map mirrored back to stay aligned with the face as sent."""
+        if not self.flip_average:
+            return [np.asarray(o) for o in self.session.run(outputs, {self.input_name: batch})]
+        n = len(batch)
+        both = self.session.run(outputs, {self.input_name: np.concatenate([batch, batch[:, :, ::-1]])})
+        probs, *maps = (np.asarray(o) for o in both)
+        mean = (probs[:n].astype(np.float64) + probs[n:]) / 2
+        return [mean, *((m[:n] + m[n:, :, ::-1]) / 2 for m in maps)]
 
 
 def load_model_files(model_path: Path) -> tuple[dict[str, Any], bytes]:

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     max_bytes: int = Field(10 * 1024 * 1024, ge=1, description="largest accepted upload, bytes")
     max_pixels: int = Field(40_000_000, ge=1, description="largest accepted image, width x height")
     max_batch_files: int = Field(16, ge=1, description="most files in one /predict/batch request")
+    flip_average: bool | None = Field(
+        None,
+        description="average each face's probabilities with its mirror image's (twice the classifier work); "
+        "unset: as the model's metadata says",
+    )
     ort_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads (0: onnxruntime decides)")
     detector_copies: int = Field(
         2, ge=1, le=64, description="ssd and haar: detector copies, images detected at once (blazeface needs none)"

@@ -116,6 +116,9 @@ class ModelInfo(BaseModel):
     parameters: int | None = None
     detector: str
     explanations: bool = Field(description="whether explain=true is available (the model has class activation maps)")
+    flip_average: bool = Field(
+        description="whether each face's probabilities are averaged with those of its mirror image"
+    )
     class_maps: dict[str, Any] | None = Field(None, description="the class-map output the metadata declares")
     training: dict[str, Any] = Field(default_factory=dict)
     evaluation: dict[str, Any] = Field(default_factory=dict)

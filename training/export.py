@@ -126,6 +126,7 @@ def build_metadata(
         "labels": list(LABELS),
         "temperature": float(evaluation.get("temperature", 1.0)),
         "calibration": "p = softmax(log(probabilities) / temperature)",
+        "inference": {"flip_average": bool(evaluation.get("flip_average", False))},
         "detector": config.get("detector", "ssd"),
         "training": {
             "data": config.get("data"),

@@ -61,6 +61,7 @@ def test_export_round_trip_matches_keras_in_onnxruntime(tiny_checkpoint, real_fa
     assert saved["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert saved["labels"] == ["female", "male"]
     assert saved["card"] is None  # no evaluate ran, so there is no card to name
+    assert saved["inference"] == {"flip_average": False}
     assert saved["input"]["name"] == "input" and saved["input"]["layout"] == "NHWC"
     assert saved["input"]["crop"]["margin"] == 0.2 and saved["input"]["colour"] == "rgb"
     assert saved["parity"]["faces"] == len(real_faces) and saved["parity"]["max_abs_diff"] <= 1e-4
@@ -68,6 +69,19 @@ def test_export_round_trip_matches_keras_in_onnxruntime(tiny_checkpoint, real_fa
     props = {p.key: json.loads(p.value) for p in onnx.load(out).metadata_props}
     assert props["labels"] == ["female", "male"] and props["version"] == "2026.1.1"
     assert onnx.load(out).opset_import[0].version <= 18
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "flip_average"),
+    [({}, False), ({"flip_average": True}, True), ({"flip_average": False, "temperature": 1.2}, False)],
+)
+def test_metadata_asks_the_service_to_flip_average_as_evaluation_chose(tiny_checkpoint, evaluation, flip_average):
+    import keras
+
+    model = keras.models.load_model(tiny_checkpoint)
+    run = {"evaluation": evaluation}
+    metadata = export.build_metadata(model, CropSpec(size=32), run, "tiny", "2026.1.1", 17, None)
+    assert metadata["inference"] == {"flip_average": flip_average}
 
 
 def test_a_model_without_a_class_map_head_exports_probabilities_only(real_faces, tmp_path):
