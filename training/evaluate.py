@@ -19,7 +19,15 @@ from sklearn.metrics import roc_auc_score
 
 from service.calibration import apply_temperature
 from service.preprocess import CropSpec, to_model_input
-from training.datasets import EXTERNAL_TEST_ARCHIVE, LABELS, DatasetError, Sample, extract_archive, load_extracted
+from training.datasets import (
+    LABELS,
+    TIGHT_TEST_ARCHIVE,
+    DatasetError,
+    Sample,
+    age_band,
+    extract_archive,
+    load_extracted,
+)
 from training.model import CLASS_MAPS_LAYER, has_class_maps
 from training.prepare import build_crops, detect_samples
 from training.train import TrainConfig, load_samples, load_split_data
@@ -28,7 +36,6 @@ ECE_BINS = 15
 EXPLANATIONS_DIR = "explanations"
 REPORT_DIR = "report"  # beside the checkpoint, unless evaluate is given --out
 CARD_NAME = "MODEL_CARD.md"
-AGE_BANDS = ((13, 19), (20, 29), (30, 44), (45, 59), (60, 200))
 MIN_GROUP_SIZE = 30
 
 
@@ -93,8 +100,8 @@ def group_table(scored: Scored) -> dict[str, dict[str, Any]]:
     for i, sample in enumerate(scored.samples):
         if sample.race:
             groups.setdefault(f"race:{sample.race}", []).append(i)
-        if sample.age is not None:
-            band = next(f"{lo}-{hi}" if hi < 200 else f"{lo}+" for lo, hi in AGE_BANDS if lo <= sample.age <= hi)
+        band = age_band(sample.age)
+        if band is not None:
             groups.setdefault(f"age:{band}", []).append(i)
     table = {}
     for key in sorted(groups):
@@ -108,7 +115,7 @@ def end_to_end_external(
     model: keras.Model, spec: CropSpec, temperature: float, cache_dir: Path, shared_dir: Path, limit: int | None
 ) -> tuple[Scored, dict[str, int]]:
     """The external set through detector + crop + model; images where no face is found count as errors."""
-    archive = shared_dir / f"{EXTERNAL_TEST_ARCHIVE}.tar.gz"
+    archive = shared_dir / f"{TIGHT_TEST_ARCHIVE}.tar.gz"
     samples = load_extracted(extract_archive(archive, cache_dir))
     if limit is not None:
         samples = samples[:: max(1, len(samples) // limit)][:limit]
@@ -168,7 +175,7 @@ def evaluate_checkpoint(
             )
         )
     coverage: dict[str, int] = {}
-    external = Path(config.shared_dir) / f"{EXTERNAL_TEST_ARCHIVE}.tar.gz"
+    external = Path(config.shared_dir) / f"{TIGHT_TEST_ARCHIVE}.tar.gz"
     if external.is_file():
         scored, coverage = end_to_end_external(
             model, spec, temperature, Path(config.cache_dir), Path(config.shared_dir), limit
