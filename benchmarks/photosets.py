@@ -7,7 +7,9 @@ For each detector setting and each set, every whole photo goes through the detec
 is the detection matching the labelled box (IoU >= 0.3 or its centre inside it) where the set has boxes
 (celeba_wild), else the most confident detection (pixabay_portraits: one person per portrait). The
 bundled classifier then scores the face cropped as its metadata says, and cropped with eye alignment
-where the detector gives eyes. A photo whose face is not found counts as an error in balanced accuracy.
+where the detector gives eyes. A photo whose face is not found counts as an error in balanced accuracy;
+ECE is over the found faces. The matching, crops and figures are training/external.py's, as in
+`python -m training evaluate MODEL --external SPEC`.
 The geometry section fits how BlazeFace's square boxes and eyes sit against res10's boxes on the same
 faces: the constants in service/blazeface.py and service/preprocess.py come from it.
 """
@@ -24,6 +26,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from benchmarks.common import HERE, ROOT, machine
 from service import blazeface
@@ -31,11 +34,10 @@ from service.classifier import GenderClassifier
 from service.config import BUNDLED_MODEL
 from service.detection import Detection, FaceDetector, iou
 from service.detector import create_detector
-from service.preprocess import Box, preprocess_faces
 from training.datasets import Sample, extract_archive, load_extracted
+from training.external import MATCH_IOU, classify_photos, expected_calibration_error, photo_figures
 
 SETS = ("celeba_wild", "pixabay_portraits")
-MATCH_IOU = 0.3
 
 
 @dataclass(frozen=True)
@@ -54,80 +56,47 @@ SETTINGS = (
 )
 
 
-def pick_face(found: list[Detection], region: tuple[int, int, int, int] | None) -> Detection | None:
-    """The detection that is the labelled face: by box where the set has one, else the most confident."""
-    if region is None:
-        return max(found, key=lambda d: d.score, default=None)
-    x0, y0, x1, y1 = region
-    truth = Box(x0, y0, x1 - x0, y1 - y0)
-    best, best_iou = None, 0.0
-    for det in found:
-        cx, cy = det.box.x + det.box.width / 2, det.box.y + det.box.height / 2
-        overlap = iou(det.box, truth)
-        centred = x0 <= cx <= x1 and y0 <= cy <= y1
-        if (overlap >= MATCH_IOU or centred) and (best is None or overlap > best_iou):
-            best, best_iou = det, overlap
-    return best
+PLAIN, ALIGNED = "crop as the model's metadata says", "aligned by the eyes"
 
 
-def ece(confidence: list[float], correct: list[bool], bins: int = 10) -> float:
-    """Expected calibration error of the top-label confidence, equal-width bins."""
-    conf, right = np.asarray(confidence), np.asarray(correct, float)
-    total = 0.0
-    for lo in np.linspace(0.5, 1.0, bins, endpoint=False):
-        inside = (conf >= lo) & (conf < lo + 0.5 / bins + (1e-9 if lo + 0.5 / bins >= 1.0 else 0.0))
-        if inside.any():
-            total += inside.mean() * abs(right[inside].mean() - conf[inside].mean())
-    return float(total)
+# ECE bins over 0..1: ten over the top-label confidence's range 0.5..1, as this benchmark has always used.
+ECE_BINS = 20
 
 
-def score(samples: list[Sample], faces: list[Detection | None], probs: list[float | None]) -> dict[str, Any]:
-    """Detection rate, per-class recall (misses are errors), balanced accuracy and ECE on found faces."""
-    recall = {}
-    for label in ("female", "male"):
-        rows = [p for s, p in zip(samples, probs, strict=True) if s.gender == label]
-        hits = [p is not None and (p >= 0.5) == (label == "female") for p in rows]
-        recall[label] = sum(hits) / len(rows)
-    found = [(s, p) for s, p in zip(samples, probs, strict=True) if p is not None]
-    conf = [max(p, 1 - p) for _, p in found]
-    right = [(p >= 0.5) == (s.gender == "female") for s, p in found]
+def score(samples: list[Sample], probs: npt.NDArray[np.float64]) -> dict[str, Any]:
+    """training.external's figures of one set as this benchmark reports them; ECE on found faces."""
+    figures = photo_figures(samples, probs)
+    found = ~np.isnan(probs[:, 0])
+    y = np.array([s.label for s in samples], dtype=np.int64)
     return {
-        "photos": len(samples),
-        "detected": round(sum(f is not None for f in faces) / len(samples), 4),
-        "balanced_accuracy": round((recall["female"] + recall["male"]) / 2, 4),
-        "recall_female": round(recall["female"], 4),
-        "recall_male": round(recall["male"], 4),
-        "ece": round(ece(conf, right), 4),
+        "photos": figures["images"],
+        "detected": round(figures["detection_rate"], 4),
+        "balanced_accuracy": round(figures["balanced_accuracy"], 4),
+        "recall_female": round(figures["recall"]["female"], 4),
+        "recall_male": round(figures["recall"]["male"], 4),
+        "ece": round(expected_calibration_error(probs[found], y[found], ECE_BINS), 4),
     }
 
 
 def run_setting(
     setting: Setting, detector: FaceDetector, classifier: GenderClassifier, data: dict[str, list[Sample]]
 ) -> tuple[dict[str, Any], dict[str, list[Detection | None]]]:
-    female = classifier.labels.index("female")
-    aligned = replace(classifier.spec, align=True)
+    session, feed, output = classifier.session, classifier.input_name, classifier.output_name
+    crops = {PLAIN: classifier.spec, ALIGNED: replace(classifier.spec, align=True)}
     results: dict[str, Any] = {}
     picked: dict[str, list[Detection | None]] = {}
     for name, samples in data.items():
-        faces: list[Detection | None] = []
-        plain: list[float | None] = []
-        turned: list[float | None] = []
-        for sample in samples:
-            image = cv2.imread(str(sample.path), cv2.IMREAD_COLOR)
-            face = pick_face(detector.detect(image, setting.threshold), sample.region)
-            faces.append(face)
-            if face is None:
-                plain.append(None)
-                turned.append(None)
-                continue
-            batch = preprocess_faces(image, [face.box], classifier.spec)
-            plain.append(float(classifier.classify(batch)[0, female]))
-            if face.eyes is not None:
-                batch = preprocess_faces(image, [face.box], aligned, [face.eyes])
-                turned.append(float(classifier.classify(batch)[0, female]))
-        results[name] = {"crop as the model's metadata says": score(samples, faces, plain)}
-        if len(turned) == len(samples):
-            results[name]["aligned by the eyes"] = score(samples, faces, turned)
+        faces, probs = classify_photos(
+            samples,
+            lambda x: session.run([output], {feed: x})[0],
+            crops,
+            detector,
+            temperature=classifier.temperature,
+            labels=classifier.labels,
+            threshold=setting.threshold,
+        )
+        with_eyes = all(face is None or face.eyes is not None for face in faces)
+        results[name] = {crop: score(samples, p) for crop, p in probs.items() if with_eyes or crop == PLAIN}
         picked[name] = faces
     return results, picked
 
