@@ -127,7 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--detector serves an .onnx model; a .keras checkpoint uses its run's",
     )
     evaluate.add_argument(
-        "--margins", type=float, nargs="+", default=None, help="with --external: crop margins (default: the model's)"
+        "--margins",
+        type=float,
+        nargs="+",
+        default=None,
+        help="crop margins to score besides the model's own (default: 0.1 0.2 0.3 0.4 on the shared context-rich "
+        "sets; with --external: the model's own only)",
+    )
+    evaluate.add_argument(
+        "--leave-out",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="RUNDIR",
+        help="a run trained without some sources: its figures on the sets of the populations it never saw go into "
+        "the card's leave-that-source-out column; repeatable",
     )
     evaluate.add_argument(
         "--pad",
@@ -189,10 +203,18 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "evaluate" and args.external:
         return _evaluate_external(args)
     if args.command == "evaluate":
-        from training.evaluate import evaluate_checkpoint
+        from training.evaluate import DEFAULT_MARGINS, evaluate_checkpoint
 
         evaluate_checkpoint(
-            args.checkpoint, args.out, args.cache_dir, args.shared_dir, args.limit, args.workers, args.explain
+            args.checkpoint,
+            args.out,
+            args.cache_dir,
+            args.shared_dir,
+            args.limit,
+            args.workers,
+            args.explain,
+            margins=args.margins or DEFAULT_MARGINS,
+            leave_out=args.leave_out,
         )
         return 0
     if args.command == "explain":

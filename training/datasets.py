@@ -317,6 +317,21 @@ TIGHT_TEST_ARCHIVE = "gender_dataset_face"
 EXTERNAL_TEST_ARCHIVES = (*CONTEXT_TEST_ARCHIVES, TIGHT_TEST_ARCHIVE)
 
 
+# Sources drawn from one population of people and photos: a figure on one of them is in-domain for a model
+# trained on another. Any other source is its own population.
+POPULATIONS = {
+    "celeba_gender": "CelebA", "celeba_align_halfres_10k": "CelebA", "celeba_wild": "CelebA",
+    "utkface64": "UTKFace", "utkface_context": "UTKFace",
+}  # fmt: skip
+# Sources whose crops keep real hair, shoulders and background around the face.
+CONTEXT_SOURCES = ("celeba_align_halfres_10k", "utkface_context", *CONTEXT_TEST_ARCHIVES)
+
+
+def population(source: str) -> str:
+    """The population a source's people and photos come from (see POPULATIONS)."""
+    return POPULATIONS.get(source, source)
+
+
 def external_test_archives(shared_dir: Path) -> list[Path]:
     """The external test archives present in ``shared_dir``, in EXTERNAL_TEST_ARCHIVES order."""
     return [p for name in EXTERNAL_TEST_ARCHIVES if (p := shared_dir / f"{name}.tar.gz").is_file()]

@@ -1,5 +1,6 @@
-"""Honest figures for a checkpoint: held-out test splits, an external end-to-end set, calibration,
-per-group tables, plots and the model card (Markdown + JSON)."""
+"""Honest figures for a checkpoint: the external sets end to end (with a margin-sensitivity curve), the
+held-out test split of every training source, runs trained without a source, calibration, per-group tables,
+plots and the model card (Markdown + JSON)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import csv
 import itertools
 import json
 import platform
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +20,31 @@ from scipy.optimize import minimize_scalar
 from sklearn.metrics import roc_auc_score
 
 from service.calibration import apply_temperature
-from service.preprocess import CropSpec, to_model_input
+from service.detector import create_detector
+from service.preprocess import CropSpec
 from training.datasets import (
+    CONTEXT_SOURCES,
+    EXTERNAL_TEST_ARCHIVES,
     LABELS,
     TIGHT_TEST_ARCHIVE,
     DatasetError,
     Sample,
     age_band,
+    external_test_archives,
     extract_archive,
     load_extracted,
+    population,
 )
+from training.external import ECE_BINS, Predict, classify_photos, expected_calibration_error, photo_figures
 from training.model import CLASS_MAPS_LAYER, has_class_maps
-from training.prepare import build_crops, detect_samples
-from training.train import TrainConfig, load_samples, load_split_data
+from training.prepare import DETECTION_PAD
+from training.train import CHECKPOINT_NAME, SplitData, TrainConfig, load_samples, load_split_data
 
-ECE_BINS = 15
 EXPLANATIONS_DIR = "explanations"
 REPORT_DIR = "report"  # beside the checkpoint, unless evaluate is given --out
 CARD_NAME = "MODEL_CARD.md"
 MIN_GROUP_SIZE = 30
+DEFAULT_MARGINS = (0.1, 0.2, 0.3, 0.4)
 
 
 def fit_temperature(probs: npt.NDArray[np.float32], y: npt.NDArray[np.int64]) -> float:
@@ -47,19 +55,6 @@ def fit_temperature(probs: npt.NDArray[np.float32], y: npt.NDArray[np.int64]) ->
         return float(-np.mean(np.log(np.clip(p, 1e-12, 1.0))))
 
     return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
-
-
-def expected_calibration_error(probs: npt.NDArray[np.float64], y: npt.NDArray[np.int64], bins: int = ECE_BINS) -> float:
-    """ECE over equal-width confidence bins of max(p)."""
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    ece = 0.0
-    for low, high in itertools.pairwise(edges):
-        inside = (confidence > low) & (confidence <= high)
-        if inside.any():
-            ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(ece)
 
 
 def classification_figures(probs: npt.NDArray[np.float64], y: npt.NDArray[np.int64]) -> dict[str, Any]:
@@ -111,25 +106,101 @@ def group_table(scored: Scored) -> dict[str, dict[str, Any]]:
     return table
 
 
-def end_to_end_external(
-    model: keras.Model, spec: CropSpec, temperature: float, cache_dir: Path, shared_dir: Path, limit: int | None
-) -> tuple[Scored, dict[str, int]]:
-    """The external set through detector + crop + model; images where no face is found count as errors."""
-    archive = shared_dir / f"{TIGHT_TEST_ARCHIVE}.tar.gz"
-    samples = load_extracted(extract_archive(archive, cache_dir))
-    if limit is not None:
-        samples = samples[:: max(1, len(samples) // limit)][:limit]
-    records = detect_samples(samples, cache_dir)
-    found, crops = build_crops(samples, records, spec, cache_dir)
-    raw = model.predict(to_model_input(crops, spec), batch_size=256, verbose=0)
-    # A missed face is scored as a confident wrong answer, so misses cannot flatter the figure.
-    missed = [s for s in samples if records[str(s.path)].box is None]
-    wrong = np.array([[0.0, 1.0] if s.label == 0 else [1.0, 0.0] for s in missed], dtype=np.float32).reshape(-1, 2)
-    all_raw = np.concatenate([raw, wrong])
-    all_probs = np.concatenate([apply_temperature(raw, temperature), wrong.astype(np.float64)])
-    y = np.array([s.label for s in found + missed], dtype=np.int64)
-    coverage = {"images": len(samples), "faces_found": len(found), "no_face": len(missed)}
-    return Scored("external_end_to_end", found + missed, all_raw, all_probs, y), coverage
+def external_sets(
+    predict: Predict,
+    spec: CropSpec,
+    detector: str,
+    temperature: float,
+    flip: bool,
+    config: TrainConfig,
+    limit: int | None,
+    margins: Sequence[float],
+    names: Sequence[str] | None = None,
+) -> tuple[list[Scored], dict[str, dict[str, Any]]]:
+    """Every shared external test set end to end: whole photos through the service's detector and crop.
+
+    Context-rich sets are scored at every margin of ``margins`` besides the spec's own; the tight set is
+    padded with black for detection, as its crops leave the detector no room. Returns, at the spec's margin,
+    one Scored per set (a missed face is a confident wrong answer) and per set the figures of every margin.
+    ``names`` keeps only those sets.
+    """
+    cache = Path(config.cache_dir)
+    found_detector = create_detector(detector)  # type: ignore[arg-type]
+    scored, curves = [], {}
+    for archive in external_test_archives(Path(config.shared_dir)):
+        name = archive.name.removesuffix(".tar.gz")
+        if names is not None and name not in names:
+            continue
+        samples = load_extracted(extract_archive(archive, cache))
+        if limit is not None:
+            samples = samples[:: max(1, len(samples) // limit)][:limit]
+        tight = name == TIGHT_TEST_ARCHIVE
+        asked = [spec.margin] if tight else sorted({spec.margin, *margins})
+        crops = {f"{m:g}": replace(spec, margin=m) for m in asked}
+        _, raw = classify_photos(
+            samples, predict, crops, found_detector, pad=DETECTION_PAD if tight else 0.0, flip=flip
+        )
+        curves[name] = {margin: photo_figures(samples, r) for margin, r in raw.items()}
+        own = raw[f"{spec.margin:g}"]
+        y = np.array([s.label for s in samples], dtype=np.int64)
+        missed = np.isnan(own[:, 0])
+        wrong = np.eye(len(LABELS))[1 - y]
+        # A missed face is scored as a confident wrong answer, so misses cannot flatter any figure.
+        own_raw = np.where(missed[:, np.newaxis], wrong, own)
+        calibrated = np.where(missed[:, np.newaxis], wrong, apply_temperature(np.nan_to_num(own, nan=0.5), temperature))
+        scored.append(Scored(f"{name}_end_to_end", list(samples), own_raw.astype(np.float32), calibrated, y))
+    return scored, curves
+
+
+def flip_averaged(predict: Predict, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The mean of the model's probabilities for each face and its mirror image (what the service does)."""
+    return np.asarray((predict(x) + predict(x[:, :, ::-1])) / 2.0, np.float32)
+
+
+def choose_flip(predict: Predict, val_x: npt.NDArray[np.float32], val_y: npt.NDArray[np.int64]) -> dict[str, Any]:
+    """Fit a temperature with and without flip-averaging on validation; keep flip-averaging if it lowers
+    the calibrated log-loss there."""
+    options = {}
+    for flip in (False, True):
+        raw = flip_averaged(predict, val_x) if flip else predict(val_x)
+        t = fit_temperature(raw, val_y)
+        p = apply_temperature(raw, t)[np.arange(len(val_y)), val_y]
+        options[flip] = {"temperature": t, "val_log_loss": float(-np.mean(np.log(np.clip(p, 1e-12, 1.0))))}
+    flip = options[True]["val_log_loss"] < options[False]["val_log_loss"]
+    return {"flip_average": flip, "temperature": options[flip]["temperature"], "options": {
+        "plain": options[False], "flip_averaged": options[True]}}  # fmt: skip
+
+
+def leave_out_figures(
+    run_dir: Path, test: SplitData, config: TrainConfig, flip: bool, limit: int | None
+) -> dict[str, Any]:
+    """A run trained without some sources, scored on every test set drawn from a population it never saw
+    (a source's test split, or an external set end to end): its figures there are leave-that-source-out
+    figures. They are argmax figures (balanced accuracy, recall), which no temperature changes, so none is fitted."""
+    other = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
+    spec = config.crop_spec
+    if other.crop_spec != spec:
+        raise DatasetError(f"{run_dir}: trained with another crop ({other.crop_spec}), not {spec}")
+    trained = json.loads((run_dir / "data.json").read_text())["train"]["by_source"]
+    seen = {population(source) for source in trained}
+    model = keras.models.load_model(run_dir / CHECKPOINT_NAME, compile=False)
+
+    def predict(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        raw = np.asarray(model.predict(x, batch_size=256, verbose=0), np.float32)
+        return (raw + np.asarray(model.predict(x[:, :, ::-1], batch_size=256, verbose=0))) / 2 if flip else raw
+
+    out: dict[str, Any] = {"run": run_dir.name, "trained_on": sorted(trained), "sets": {}}
+    for source in sorted({s.source for s in test.samples}):
+        if population(source) not in seen:
+            index = np.array([i for i, s in enumerate(test.samples) if s.source == source])
+            out["sets"][f"{source}_test"] = classification_figures(
+                predict(test.x[index]).astype(np.float64), test.y[index]
+            )
+    names = [a.name.removesuffix(".tar.gz") for a in external_test_archives(Path(config.shared_dir))]
+    unseen = [n for n in names if population(n) not in seen or population(n) == n]
+    external, _ = external_sets(predict, spec, config.detector, 1.0, False, config, limit, (), unseen)
+    out["sets"].update({item.name: classification_figures(item.raw.astype(np.float64), item.y) for item in external})
+    return out
 
 
 def evaluate_checkpoint(
@@ -140,9 +211,14 @@ def evaluate_checkpoint(
     limit: int | None = None,
     workers: int | None = None,
     explain_photos: list[Path] | None = None,
+    margins: Sequence[float] = DEFAULT_MARGINS,
+    leave_out: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """Evaluate a checkpoint; write evaluation.json beside it and the report (card, plots, and explanation
-    sheets of ``explain_photos``, which must be free to publish) to ``out_dir``."""
+    sheets of ``explain_photos``, which must be free to publish) to ``out_dir``.
+
+    ``leave_out`` names runs trained without some sources; their figures on those sources' test sets fill
+    the card's leave-that-source-out column."""
     run_dir = checkpoint.parent
     out_dir = out_dir or run_dir / REPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,16 +231,24 @@ def evaluate_checkpoint(
     spec = config.crop_spec
     model = keras.models.load_model(checkpoint, compile=False)
 
+    def predict(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return np.asarray(model.predict(x, batch_size=256, verbose=0), np.float32)
+
     samples = [s for s in load_samples(config) if s.split in ("val", "test")]
     data, report = load_split_data(samples, config, limit)
     val, test = data["val"], data["test"]
-    val_raw = model.predict(val.x, batch_size=256, verbose=0)
-    temperature = fit_temperature(val_raw, val.y)
+    choice = choose_flip(predict, val.x, val.y)
+    flip, temperature = choice["flip_average"], choice["temperature"]
+
+    def served(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return flip_averaged(predict, x) if flip else predict(x)
 
     sets: list[Scored] = []
+    external, curves = external_sets(predict, spec, config.detector, temperature, flip, config, limit, margins)
+    sets += external
     for source in sorted({s.source for s in test.samples}):
         index = np.array([i for i, s in enumerate(test.samples) if s.source == source])
-        raw = model.predict(test.x[index], batch_size=256, verbose=0)
+        raw = served(test.x[index])
         sets.append(
             Scored(
                 f"{source}_test",
@@ -174,17 +258,14 @@ def evaluate_checkpoint(
                 test.y[index],
             )
         )
-    coverage: dict[str, int] = {}
-    external = Path(config.shared_dir) / f"{TIGHT_TEST_ARCHIVE}.tar.gz"
-    if external.is_file():
-        scored, coverage = end_to_end_external(
-            model, spec, temperature, Path(config.cache_dir), Path(config.shared_dir), limit
-        )
-        sets.append(scored)
 
     if not sets:
         raise DatasetError("no test faces to evaluate on: the data's test split is empty or the detector found no face")
     figures = {s.name: s.figures() for s in sets}
+    for item in external:
+        figures[item.name]["detection_rate"] = curves[item.name.removesuffix("_end_to_end")][f"{spec.margin:g}"][
+            "detection_rate"
+        ]
     groups = {s.name: group_table(s) for s in sets if any(x.race for x in s.samples)}
     race_gaps = {
         name: _gap([v["balanced_accuracy"] for k, v in table.items() if k.startswith("race:")])
@@ -199,15 +280,19 @@ def evaluate_checkpoint(
     )
     summary = {
         "temperature": temperature,
+        "flip_average": flip,
         "sets": figures,
+        "margins": curves,
+        "leave_out": [leave_out_figures(Path(r), test, config, flip, limit) for r in leave_out],
         "race_gap_balanced_accuracy": race_gaps,
         "ece_all_test_before": expected_calibration_error(pooled.raw.astype(np.float64), pooled.y),
         "ece_all_test_after": expected_calibration_error(pooled.probs, pooled.y),
-        "external_coverage": coverage,
     }
     result = {
         "checkpoint": checkpoint.name,
         "temperature": temperature,
+        "flip_average": flip,
+        "flip_choice": choice,
         "summary": summary,
         "groups": groups,
         "data": report,
@@ -320,28 +405,30 @@ def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model,
         "",
         "## Model",
         f"- Architecture: `{config.arch}`, {model.count_params():,} parameters; input {config.size}x{config.size} "
-        f"{config.colour}, square crop with margin {config.margin} of the detector box per side.",
-        "- Faces found by OpenCV's res10 SSD detector (the service's default), cropped by",
+        f"{config.colour}. {_crop_text(config)}",
+        f"- Faces found by the `{config.detector}` detector (the service's setting `FACEGENDER_DETECTOR`), cropped by",
         "  `service.preprocess.crop_face`, the same function the service uses.",
-        f"- Trained with `{_train_command(config)}` (seed {config.seed}); {_epochs_run(result['log'], config)}",
-        f"- Calibration: temperature {result['temperature']:.3f}, fitted on the validation split by",
-        "  minimising log-loss; the service applies it.",
+        f"- Trained with `{_train_command(config)}`; {_epochs_run(result['log'], config)}",
+        f"- Recipe: {_recipe_text(config)}",
+        f"- Calibration: temperature {result['temperature']:.3f}, fitted on the validation split by minimising",
+        f"  log-loss; the service applies it. {_flip_text(result)}",
         "",
         "## Data (research use only)",
-        "- CelebA (`celeba_gender`): loose crops of CelebA photos; split **by person** (CelebA identity) 80/10/10.",
-        "  CelebA is licensed for non-commercial research only.",
-        "- UTKFace (`utkface64`): aligned 64x64 faces, ages 13 and over only (children excluded from training and",
-        "  figures); no person ids exist, so the 80/10/10 split is by file and the same person may appear on both",
-        "  sides: the UTKFace test figures are optimistic. Non-commercial research only.",
-        "- `gender_dataset_face`: web-crawled celebrity faces, never used in training or selection; an external",
-        "  end-to-end test. It shares celebrities with CelebA, so it is optimistic too. Its owners keep copyright.",
-        f"- Faces used for training: {_split_counts(run_data, 'train')}; validation: {_split_counts(run_data, 'val')};",
-        f"  test: {_split_counts(data, 'test')}. Of the {data['images']} validation and test images, the detector",
-        f"  outcome was {data['status']}. Images where the detector found no face were left out of training and",
-        "  of the CelebA/UTKFace test figures; in the external set they count as errors.",
+        *_data_lines(run_data, data),
         "",
-        "## Results on held-out test data",
-        "No figure below was used to choose the model, its crop or its temperature (those used the validation split).",
+        "## Results across sources",
+        "No figure here was used to choose the model, its crop, its recipe or its temperature (those used the",
+        "validation split, which holds faces of every training source). The end-to-end sets are whole photos",
+        "through the service's detector and crop; a face the detector misses counts as an error. The last column",
+        "is a model trained without that population's data (see below), where one was evaluated.",
+        "",
+        "| set | kind | n | face found | balanced accuracy | female recall | male recall | ECE | trained without it |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *_cross_source_rows(summary),
+        "",
+        *_leave_out_lines(summary),
+        *_margin_lines(summary, config),
+        "## All figures on held-out test data",
         "",
         "| set | n | accuracy | balanced accuracy | female recall | male recall | ROC AUC | ECE before | ECE after |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -352,14 +439,6 @@ def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model,
             f"{_pct(fig['recall']['female'])} | {_pct(fig['recall']['male'])} | "
             f"{_auc(fig['roc_auc'])} | {_pct(fig['ece_before'])} | {_pct(fig['ece_after'])} |"
         )
-    coverage = summary["external_coverage"]
-    if coverage:
-        lines += [
-            "",
-            f"External set: the detector found a face in {coverage['faces_found']} of {coverage['images']} "
-            "images (each image padded with a 30% black border first, as in training, since these images are "
-            "already tight crops); the rest count as wrong answers above.",
-        ]
     lines += [
         "",
         f"Pooled over all test sets, expected calibration error ({ECE_BINS} bins) is "
@@ -368,7 +447,7 @@ def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model,
         "",
         "![confusion matrices](confusion.png) ![reliability](reliability.png)",
         "",
-        "## By group (UTKFace test, adults)",
+        "## By group (UTKFace test splits, adults; in-domain)",
         "",
         "| group | n | balanced accuracy | female recall | male recall |",
         "| --- | --- | --- | --- | --- |",
@@ -393,13 +472,146 @@ def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model,
         "- Binary labels from the datasets' annotators; appearance, not identity. Expect more errors on children",
         "  (not evaluated), profile faces, heavy makeup or occlusion, low light, and groups that are rare in",
         "  CelebA and UTKFace.",
-        "- Faces the detector misses are never classified; res10 misses faces that fill the whole frame.",
+        "- Faces the detector misses are never classified.",
         "- Probabilities are calibrated on data like the validation split; on very different photos they are not.",
         "",
         f"Figures written by `python -m training evaluate` ({result['machine']}; limit {result['limit']}).",
     ]
     (out_dir / CARD_NAME).write_text("\n".join(lines) + "\n")
     (out_dir / "model_card.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+SOURCE_NOTES = {
+    "celeba_gender": "loose face crops cut from CelebA photos (tight: the crop runs past them and is filled)",
+    "celeba_align_halfres_10k": "CelebA aligned photos with hair, shoulders and background on every side",
+    "utkface64": "UTKFace aligned 64x64 faces (tight); no person ids, split by photo",
+    "utkface_context": "UTKFace in-the-wild crops with some hair and background, the same photos as utkface64 "
+    "(split together by photo)",
+    "celeba_wild": "whole CelebA photos with real scenes, one labelled face each; its 298 people are held out of "
+    "training and validation in every CelebA source",
+    "pixabay_portraits": "hand-sorted Pixabay portraits, children to elderly, many ethnicities: neither CelebA nor "
+    "UTKFace",
+    "gender_dataset_face": "web-crawled celebrity face crops (tight, padded with black for detection); shares "
+    "celebrities with CelebA",
+}
+
+
+def _crop_text(config: TrainConfig) -> str:
+    align = " turned upright by the eyes where the detector gives them," if config.align else ""
+    outside = "the border's own pixels carried outwards" if config.outside == "edge" else "black"
+    return (
+        f"Square crop, margin {config.margin} of the face square per side,{align} any part past the photo's "
+        f"border filled with {outside}."
+    )
+
+
+def _recipe_text(config: TrainConfig) -> str:
+    if config.augment is None:
+        return "no augmentation; "
+    a = config.augmentation
+    parts = [
+        f"framing drawn at margins {a.margin_low}-{a.margin_high} with centre jitter {a.shift}",
+        f"flip {a.flip}", f"simulated photo border {a.edge}",
+        f"brightness {a.brightness}, contrast {a.contrast}, saturation {a.saturation}", f"greyscale {a.greyscale}",
+        f"blur {a.blur}", f"JPEG re-compression {a.jpeg}", f"random erasing {a.erase}",
+    ]  # fmt: skip
+    draws = "gender-balanced draws per source, race x age flattened" if config.balance else "uniform draws"
+    return f"{'; '.join(parts)} (per image); label smoothing {config.label_smoothing}; {draws}."
+
+
+def _flip_text(result: dict[str, Any]) -> str:
+    choice = result.get("flip_choice")
+    if not choice:
+        return ""
+    plain, flipped = choice["options"]["plain"], choice["options"]["flip_averaged"]
+    verdict = "kept" if choice["flip_average"] else "not kept"
+    return (
+        f"Flip-averaging (the face and its mirror image) is {verdict}: validation log-loss "
+        f"{flipped['val_log_loss']:.4f} with it against {plain['val_log_loss']:.4f} without."
+    )
+
+
+def _data_lines(run_data: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    trained = sorted(run_data.get("train", {}).get("by_source", {}))
+    lines = [
+        "CelebA and UTKFace are licensed for non-commercial research only; the web-crawled and Pixabay photos keep",
+        "their owners' rights. CelebA sources are split by person (CelebA identity) jointly, UTKFace copies of one",
+        "photo fall together, 80/10/10; children (under 13) are left out of training and of every figure.",
+        "",
+    ]
+    lines += [f"- `{name}` (training): {SOURCE_NOTES.get(name, 'user data')}." for name in trained]
+    lines += [
+        f"- `{name}` (external test, never trained on): {note}."
+        for name, note in SOURCE_NOTES.items()
+        if name in EXTERNAL_TEST_ARCHIVES
+    ]
+    lines += [
+        f"- Faces used for training: {_split_counts(run_data, 'train')}; validation: {_split_counts(run_data, 'val')};",
+        f"  test: {_split_counts(data, 'test')}. Images where the detector found no face were left out of training",
+        "  and of the test-split figures; in the end-to-end sets they count as errors.",
+    ]
+    return lines
+
+
+def _cross_source_rows(summary: dict[str, Any]) -> list[str]:
+    left_out: dict[str, float | None] = {}
+    for run in summary.get("leave_out", []):
+        for name, fig in run["sets"].items():
+            left_out[name] = fig["balanced_accuracy"]
+    rows = []
+    ordered = sorted(summary["sets"], key=lambda n: (not n.endswith("_end_to_end"), n))
+    for name in ordered:
+        fig = summary["sets"][name]
+        source = name.removesuffix("_end_to_end").removesuffix("_test")
+        end_to_end = name.endswith("_end_to_end")
+        context = "context" if source in CONTEXT_SOURCES else "tight crops"
+        kind = f"external, {context}" if end_to_end else f"in-domain test split, {context}"
+        if name in left_out:
+            without = _pct(left_out[name])
+        elif end_to_end and population(source) == source:
+            without = "never in training"
+        else:
+            without = "not evaluated"
+        found = _pct(fig.get("detection_rate")) if end_to_end else "n/a"
+        rows.append(
+            f"| {source} | {kind} | {fig['n']} | {found} | **{_pct(fig['balanced_accuracy'])}** | "
+            f"{_pct(fig['recall']['female'])} | {_pct(fig['recall']['male'])} | {_pct(fig['ece_after'])} | {without} |"
+        )
+    return rows
+
+
+def _leave_out_lines(summary: dict[str, Any]) -> list[str]:
+    runs = summary.get("leave_out", [])
+    if not runs:
+        return [
+            "No model trained without a source was evaluated with this one (`evaluate --leave-out RUNDIR`).",
+            "",
+        ]
+    lines = ["Models trained without a population, evaluated on the sets of the population they never saw:", ""]
+    for run in runs:
+        sets = ", ".join(f"{k} {_pct(v['balanced_accuracy'])}" for k, v in run["sets"].items())
+        lines.append(f"- `{run['run']}`, trained on {', '.join(run['trained_on'])}: {sets}.")
+    return [*lines, ""]
+
+
+def _margin_lines(summary: dict[str, Any], config: TrainConfig) -> list[str]:
+    curves = {k: v for k, v in summary.get("margins", {}).items() if len(v) > 1}
+    if not curves:
+        return []
+    margins = sorted({m for curve in curves.values() for m in curve}, key=float)
+    lines = [
+        "### Margin sensitivity",
+        f"Balanced accuracy end to end at other crop margins (the model's own is {config.margin}):",
+        "",
+        f"| set | {' | '.join(margins)} | spread over 0.1-0.4 |",
+        f"| --- | {' | '.join('---' for _ in margins)} | --- |",
+    ]
+    for name, curve in curves.items():
+        values = [curve[m]["balanced_accuracy"] for m in margins]
+        inside = [curve[m]["balanced_accuracy"] for m in margins if 0.1 <= float(m) <= 0.4]
+        spread = f"{100 * (max(inside) - min(inside)):.1f} points" if inside else "n/a"
+        lines.append(f"| {name} | {' | '.join(_pct(v) for v in values)} | {spread} |")
+    return [*lines, ""]
 
 
 def _explanations_section(model: keras.Model, folder: Path) -> list[str]:
@@ -474,10 +686,14 @@ def _epochs_run(log: list[dict[str, float]], config: TrainConfig) -> str:
 
 def _train_command(config: TrainConfig) -> str:
     data = " ".join(f"--data {d}" for d in config.data)
-    return (
-        f"python -m training train {data} --arch {config.arch} --size {config.size} --colour {config.colour} "
-        f"--margin {config.margin} --epochs {config.epochs} --seed {config.seed} --out RUNDIR"
-    )
+    options = [
+        f"--arch {config.arch}", f"--size {config.size}", f"--colour {config.colour}", f"--margin {config.margin}",
+        "" if config.align else "--no-align", f"--outside {config.outside}", "" if config.augment else "--no-augment",
+        f"--label-smoothing {config.label_smoothing}", "" if config.balance else "--no-balance",
+        f"--epoch-size {config.epoch_size}" if config.epoch_size else "", f"--epochs {config.epochs}",
+        f"--batch-size {config.batch_size}", f"--patience {config.patience}", f"--seed {config.seed}",
+    ]  # fmt: skip
+    return f"python -m training train {data} {' '.join(o for o in options if o)} --out RUNDIR"
 
 
 __all__ = ["evaluate_checkpoint"]

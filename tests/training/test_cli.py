@@ -145,9 +145,30 @@ def test_train_then_export_from_the_command_line(small_folder_dataset, tmp_path)
     assert report["images"] == 80
     assert sum(report[s]["images"] for s in ("train", "val", "test")) == 80
 
+    # The card's external sets end to end at every margin, and the run's own figures as a leave-out run:
+    # it never saw any shared population.
+    evaluated = run_cli(
+        "evaluate", str(run_dir / "best.keras"), "--limit", "12", "--leave-out", str(run_dir), *common,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    summary = evaluation["summary"]
+    assert isinstance(evaluation["flip_average"], bool)
+    assert set(summary["margins"]["celeba_wild"]) == {"0.1", "0.2", "0.25", "0.3", "0.4"}
+    assert set(summary["margins"]["gender_dataset_face"]) == {"0.25"}
+    wild = summary["sets"]["celeba_wild_end_to_end"]
+    assert wild["n"] == 12 and 0.5 <= wild["detection_rate"] <= 1.0
+    (left_out,) = summary["leave_out"]
+    assert {"celeba_wild_end_to_end", "pixabay_portraits_end_to_end"} <= set(left_out["sets"])
+    card = (run_dir / "report" / "MODEL_CARD.md").read_text()
+    assert "## Results across sources" in card and "### Margin sensitivity" in card
+    assert card.index("| celeba_wild | external, context |") < card.index("| faces | in-domain test split")
+
     onnx_path = tmp_path / "model.onnx"
     exported = run_cli("export", str(run_dir / "best.keras"), "--out", str(onnx_path), *common)
     assert exported.returncode == 0, exported.stderr[-2000:]
     metadata = json.loads(onnx_path.with_suffix(".json").read_text())
     assert metadata["parity"]["max_abs_diff"] <= 1e-4 and metadata["parity"]["faces"] > 0
+    assert metadata["inference"]["flip_average"] is evaluation["flip_average"]
+    assert metadata["input"]["crop"]["outside"] == "edge" and metadata["input"]["crop"]["align"] is True
     assert onnx_path.stat().st_size == metadata["size_bytes"]

@@ -46,7 +46,7 @@ def test_draws_vary_framing_and_are_a_function_of_their_seed(astronaut):
     again = augment_batch(batch, np.array([7, 0]), spec, Augment()).numpy()
     other = augment_batch(batch, np.array([7, 1]), spec, Augment()).numpy()
     assert first.shape == (8, 64, 64, 3) and first.dtype == np.float32
-    assert 0.0 <= first.min() and first.max() <= 1.0
+    assert first.min() >= 0.0 and first.max() <= 1.0
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
     assert len({img.tobytes() for img in first}) == 8  # each image of a batch draws its own
