@@ -20,6 +20,7 @@ from training.datasets import (
     DatasetError,
     Sample,
     assign_splits,
+    hold_out,
     keep_adults,
     load_celeba,
     load_folder,
@@ -679,8 +680,16 @@ def write_shared(shared: Path, build: Path) -> None:
     external = build / "gender_dataset_face"
     write_image(external / "man" / "face_0.jpg")
     write_image(external / "woman" / "face_1.jpg")
+    wild = build / "celeba_wild"  # person 2880 is held out: celeba_gender's photo of them must not be trained on
+    write_image(wild / "images" / "000149.jpg")
+    write_text(
+        wild / "labels.csv", "path,gender,person_id,face_x,face_y,face_w,face_h\nimages/000149.jpg,male,2880,1,1,3,4\n"
+    )
+    pixabay = build / "pixabay_portraits"
+    write_image(pixabay / "images" / "male_1022928.jpg")
+    write_text(pixabay / "labels.csv", "path,gender,person_id\nimages/male_1022928.jpg,male,pixabay-1022928\n")
     shared.mkdir(parents=True)
-    for folder in (celeba, utk, external):
+    for folder in (celeba, utk, external, wild, pixabay):
         make_tar_gz(shared / f"{folder.name}.tar.gz", folder)
     write_text(shared / "README.md", "# Face data\n")
 
@@ -699,7 +708,59 @@ def test_load_spec_shared_skips_external_test_archive(tmp_path: Path, spec: str)
         ("utkface64", "26_1_2_20170116184534458.jpg.chip.jpg", "female", None, 26),
     ]
     assert all(s.path.is_file() and s.path.is_relative_to(cache / "datasets") for s in samples)
-    assert not (cache / "datasets" / "gender_dataset_face").exists()
+    for held in ("gender_dataset_face", "celeba_wild", "pixabay_portraits"):
+        assert not (cache / "datasets" / held).exists()
+
+
+def test_training_samples_hold_out_the_people_of_the_external_sets(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow", reason="training.train needs the train extra")
+    from training.train import TrainConfig, load_samples
+
+    shared = tmp_path / "shared"
+    write_shared(shared, tmp_path / "build")
+    samples = load_samples(TrainConfig(cache_dir=str(tmp_path / "cache"), shared_dir=str(shared)))
+    assert sorted(s.path.name for s in samples) == ["000001.jpg", "26_1_2_20170116184534458.jpg.chip.jpg"]
+
+
+def test_hold_out_drops_the_people_and_photos_of_the_held_set() -> None:
+    train = [
+        Sample(Path("a/1.jpg"), "male", "a", person_id="7"),
+        Sample(Path("a/2.jpg"), "male", "a", person_id="8"),
+        Sample(Path("b/30_0_1_2017.jpg.chip.jpg"), "male", "b"),
+        Sample(Path("b/31_0_1_2017.jpg.chip.jpg"), "male", "b"),
+    ]
+    held = [
+        Sample(Path("c/x.jpg"), "male", "c", person_id="7"),
+        Sample(Path("c/p.jpg"), "male", "c", stem="30_0_1_2017"),
+    ]
+    assert [s.path.name for s in hold_out(train, held)] == ["2.jpg", "31_0_1_2017.jpg.chip.jpg"]
+
+
+def test_one_person_in_two_sources_and_one_photo_in_two_copies_fall_in_one_split(tmp_path: Path) -> None:
+    """CelebA identities are shared by the CelebA archives; UTKFace's two copies of a photo share its stem."""
+    gender = [Sample(Path(f"g/{i}.jpg"), "male", "celeba_gender", person_id=str(i)) for i in range(300)]
+    aligned = [Sample(Path(f"a/{i}.jpg"), "male", "celeba_align", person_id=str(i)) for i in range(300)]
+    chips = [Sample(Path(f"u/{i}_0_0_2017{i}.jpg.chip.jpg"), "male", "utkface64") for i in range(300)]
+    context = [Sample(Path(f"c/img{i}.jpg"), "male", "utkface_context", stem=f"{i}_0_0_2017{i}") for i in range(300)]
+    split = {(s.source, i % 300): s.split for i, s in enumerate(assign_splits(gender + aligned + chips + context))}
+    for i in range(300):
+        assert split[("celeba_gender", i)] == split[("celeba_align", i)]
+        assert split[("utkface64", i)] == split[("utkface_context", i)]
+    assert len(set(split.values())) == 3
+
+
+def test_csv_stem_column_and_majority_label_filter(tmp_path: Path) -> None:
+    """A row that disagrees with its person's majority label is a label error and is left out."""
+    for name in ("images/1.jpg", "images/2.jpg", "images/3.jpg"):
+        write_image(tmp_path / name)
+    labels = write_text(
+        tmp_path / "labels.csv",
+        "path,gender,person_id,stem,person_majority_gender_fullceleba\n"
+        "images/1.jpg,female,5,s1,female\nimages/2.jpg,male,5,s2,female\nimages/3.jpg,male,6,,\n",
+    )
+    samples = load_labels_csv(labels)
+    assert [(s.path.name, s.gender, s.stem) for s in samples] == [("1.jpg", "female", "s1"), ("3.jpg", "male", None)]
+    assert samples[0].group == "person:5" and Sample(Path("x/9_1.jpg.chip.jpg"), "male", "x").group == "photo:9_1"
 
 
 def test_load_spec_shared_without_archives_raises(tmp_path: Path) -> None:
