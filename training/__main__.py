@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model; writes RUNDIR/best.keras")
     train.add_argument("--data", action="append", metavar="FORMAT:PATH", help=DATA_HELP)
     train.add_argument("--arch", default="mini_xception", choices=("mini_xception", "plain_cnn", "mobilenet_v2"))
+    train.add_argument(
+        "--width", type=float, default=None, help="mini_xception: multiply every layer's filters (1.0: 8 to 128)"
+    )
     train.add_argument("--size", type=int, default=64, help="input side in pixels (%(default)s)")
     train.add_argument("--colour", default="rgb", choices=("rgb", "grey"))
     train.add_argument(

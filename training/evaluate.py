@@ -687,7 +687,8 @@ def _epochs_run(log: list[dict[str, float]], config: TrainConfig) -> str:
 def _train_command(config: TrainConfig) -> str:
     data = " ".join(f"--data {d}" for d in config.data)
     options = [
-        f"--arch {config.arch}", f"--size {config.size}", f"--colour {config.colour}", f"--margin {config.margin}",
+        f"--arch {config.arch}", f"--width {config.width:g}" if config.width != 1.0 else "",
+        f"--size {config.size}", f"--colour {config.colour}", f"--margin {config.margin}",
         "" if config.align else "--no-align", f"--outside {config.outside}", "" if config.augment else "--no-augment",
         f"--label-smoothing {config.label_smoothing}", "" if config.balance else "--no-balance",
         f"--epoch-size {config.epoch_size}" if config.epoch_size else "", f"--epochs {config.epochs}",

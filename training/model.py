@@ -37,13 +37,17 @@ def _class_map_head(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor
     return layers.Softmax(name="probabilities")(x)
 
 
-def build_mini_xception(input_shape: tuple[int, int, int] = (64, 64, 3), num_classes: int = NUM_CLASSES) -> keras.Model:
-    """mini-Xception (Arriaga et al., 2017): residual depthwise-separable blocks, BN, ReLU, GAP, softmax."""
+def build_mini_xception(
+    input_shape: tuple[int, int, int] = (64, 64, 3), num_classes: int = NUM_CLASSES, width: float = 1.0
+) -> keras.Model:
+    """mini-Xception (Arriaga et al., 2017): residual depthwise-separable blocks, BN, ReLU, GAP, softmax.
+
+    ``width`` multiplies every layer's filters (1.0: the paper's 8 to 128)."""
     _check_input(input_shape, 16)
     inputs = keras.Input(shape=input_shape, name="input")
-    x = _conv_bn_relu(inputs, 8, "stem1")
-    x = _conv_bn_relu(x, 8, "stem2")
-    for block, filters in enumerate((16, 32, 64, 128), start=1):
+    x = _conv_bn_relu(inputs, round(8 * width), "stem1")
+    x = _conv_bn_relu(x, round(8 * width), "stem2")
+    for block, filters in enumerate((round(f * width) for f in (16, 32, 64, 128)), start=1):
         name = f"block{block}"
         residual = layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False, name=f"{name}_skip")(x)
         residual = layers.BatchNormalization(name=f"{name}_skip_bn")(residual)
@@ -106,10 +110,14 @@ BUILDERS: dict[str, Callable[..., keras.Model]] = {
 }
 
 
-def build_model(arch: str, input_shape: tuple[int, int, int]) -> keras.Model:
-    """Build the named architecture for ``input_shape``."""
+def build_model(arch: str, input_shape: tuple[int, int, int], width: float = 1.0) -> keras.Model:
+    """Build the named architecture for ``input_shape``; ``width`` scales mini-Xception's filters."""
     if arch not in BUILDERS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(BUILDERS)}")
+    if width != 1.0:
+        if arch != "mini_xception":
+            raise ValueError(f"--width applies to mini_xception only, not {arch}")
+        return build_mini_xception(input_shape=input_shape, width=width)
     return BUILDERS[arch](input_shape=input_shape)
 
 

@@ -57,6 +57,7 @@ class TrainConfig:
 
     data: list[str] = field(default_factory=lambda: ["shared"])
     arch: str = "mini_xception"
+    width: float = 1.0  # mini-Xception's filter multiplier
     size: int = 64
     colour: str = "rgb"
     margin: float = 0.25
@@ -317,7 +318,7 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False) -> Path:
         print(f"resuming after epoch {state.epochs_done}, learning rate {state.learning_rate:g}")
     else:
         state = RunState(learning_rate=config.learning_rate)
-        model = build_model(config.arch, spec.shape)
+        model = build_model(config.arch, spec.shape, config.width)
         model.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
             loss=keras.losses.CategoricalCrossentropy(),

@@ -47,3 +47,12 @@ def test_unknown_architecture_is_refused():
 def test_mobilenet_weights_file_must_exist(tmp_path):
     with pytest.raises(FileNotFoundError):
         model_module.build_mobilenet_v2(weights=tmp_path / "missing.h5")
+
+
+def test_width_scales_mini_xception_filters():
+    narrow = build_model("mini_xception", (64, 64, 3))
+    wide = build_model("mini_xception", (64, 64, 3), width=2.0)
+    assert wide.get_layer("block4_sep2").filters == 2 * narrow.get_layer("block4_sep2").filters == 256
+    assert 3 * narrow.count_params() < wide.count_params() < 5 * narrow.count_params()
+    with pytest.raises(ValueError, match="mini_xception only"):
+        build_model("plain_cnn", (64, 64, 3), width=2.0)
