@@ -24,7 +24,10 @@ def test_help_lists_every_command():
     for option in ("--data", "--arch", "--epochs", "--out", "folder:DIR", "celeba:DIR", "imdb:MAT"):
         assert option in train_help
     # Every column the CSV loader reads, split included.
-    csv_help = "csv:FILE (columns path, gender, optionally person_id, age, race, split, stem, face_x, face_y, face_w, face_h, majority_gender)"
+    csv_help = (
+        "csv:FILE (columns path, gender, optionally person_id, age, race, split, stem, "
+        "face_x, face_y, face_w, face_h, majority_gender)"
+    )
     assert csv_help in " ".join(train_help.split())
 
 
