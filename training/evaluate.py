@@ -359,7 +359,7 @@ def _plots(sets: list[Scored], pooled: Scored, groups: dict[str, dict[str, Any]]
     fig.savefig(out_dir / "reliability.png", dpi=110)
     plt.close(fig)
 
-    for name, table in groups.items():
+    for name, table in list(groups.items())[:1]:  # one plot: the first set with group labels
         keys = list(table)
         fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(keys)), 3.6))
         values = [100 * (table[k]["balanced_accuracy"] or 0) for k in keys]
@@ -449,13 +449,13 @@ def _write_card(result: dict[str, Any], config: TrainConfig, model: keras.Model,
         "",
         "## By group (UTKFace test splits, adults; in-domain)",
         "",
-        "| group | n | balanced accuracy | female recall | male recall |",
-        "| --- | --- | --- | --- | --- |",
+        "| set | group | n | balanced accuracy | female recall | male recall |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    for table in result["groups"].values():
+    for name, table in result["groups"].items():
         for key, fig in table.items():
             lines.append(
-                f"| {key} | {fig['n']} | {_pct(fig['balanced_accuracy'])} | "
+                f"| {name} | {key} | {fig['n']} | {_pct(fig['balanced_accuracy'])} | "
                 f"{_pct(fig['recall']['female'])} | {_pct(fig['recall']['male'])} |"
             )
     for name, gap in summary["race_gap_balanced_accuracy"].items():
