@@ -118,16 +118,22 @@ def test_train_evaluate_export_on_a_test_split_with_one_class(one_class_test_csv
 
 @pytest.fixture
 def small_folder_dataset(shared_datasets, tmp_path):
-    """40 real faces per class in man/ and woman/ folders, taken from the external test archive."""
+    """40 real adult faces per class in man/ and woman/ folders, taken from the utkface64 training archive
+    (the external test archives would be held out of training, as they should)."""
     root = tmp_path / "faces"
-    with tarfile.open(shared_datasets / "gender_dataset_face.tar.gz") as tar:
+    with tarfile.open(shared_datasets / "utkface64.tar.gz") as tar:
         taken = {"man": 0, "woman": 0}
         for member in tar:
-            parts = member.name.split("/")
-            if member.isfile() and len(parts) == 3 and parts[1] in taken and taken[parts[1]] < 40:
-                (root / parts[1]).mkdir(parents=True, exist_ok=True)
-                (root / parts[1] / parts[2]).write_bytes(tar.extractfile(member).read())
-                taken[parts[1]] += 1
+            name = member.name.rsplit("/", 1)[-1]
+            fields = name.split("_")
+            if not (member.isfile() and name.endswith(".jpg") and len(fields) > 3 and fields[0].isdigit()):
+                continue
+            folder = "woman" if fields[1] == "1" else "man"
+            if int(fields[0]) >= 18 and taken[folder] < 40:
+                (root / folder).mkdir(parents=True, exist_ok=True)
+                (root / folder / name).write_bytes(tar.extractfile(member).read())
+                taken[folder] += 1
+    assert taken == {"man": 40, "woman": 40}
     return root
 
 
