@@ -108,8 +108,9 @@ def test_folder_set_counts_a_missed_face_as_an_error(
 ) -> None:
     samples = load(f"folder:{folder_set}", tmp_path)
     result = evaluate_photos(samples, predict, onnx.spec, detector, temperature=onnx.temperature, labels=onnx.labels)
-    assert list(result) == ["0.2"]  # the model's own margin
-    figures = result["0.2"]
+    own = f"{onnx.spec.margin:g}"
+    assert list(result) == [own]  # the model's own margin
+    figures = result[own]
     assert (figures["images"], figures["faces_found"], figures["detection_rate"]) == (5, 4, 0.8)
     assert figures["recall"] == {"female": pytest.approx(2 / 3), "male": 1.0}
     assert figures["balanced_accuracy"] == pytest.approx(5 / 6)
@@ -129,7 +130,7 @@ def test_one_class_folder_has_no_recall_for_the_absent_class(
     for sample in women:
         (tmp_path / "women" / "woman" / sample.path.name).write_bytes(sample.path.read_bytes())
     samples = load(f"folder:{tmp_path / 'women'}", tmp_path)
-    figures = evaluate_photos(samples, predict, onnx.spec, detector, labels=onnx.labels)["0.2"]
+    figures = evaluate_photos(samples, predict, onnx.spec, detector, labels=onnx.labels)[f"{onnx.spec.margin:g}"]
     assert figures["recall"] == {"female": 1.0, "male": None}
     assert figures["balanced_accuracy"] == figures["found_faces"]["balanced_accuracy"] == 1.0
 
@@ -144,11 +145,11 @@ def test_upright_decode_and_box_matching_pick_the_labelled_face(
     face = find_face(read_photo(man), detector, man.region)
     assert face is not None
     assert man.region[0] <= face.box.x + face.box.width / 2 <= man.region[2]
-    by_box = evaluate_photos(samples, predict, onnx.spec, detector, labels=onnx.labels)["0.2"]
+    by_box = evaluate_photos(samples, predict, onnx.spec, detector, labels=onnx.labels)[f"{onnx.spec.margin:g}"]
     assert by_box["recall"] == {"female": 1.0, "male": 1.0}
     # Without boxes both rows take the most confident face, the woman's: the man's row goes wrong.
     unboxed = load(f"csv:{two_faces_csv / 'no_boxes.csv'}", tmp_path)
-    most_confident = evaluate_photos(unboxed, predict, onnx.spec, detector, labels=onnx.labels)["0.2"]
+    most_confident = evaluate_photos(unboxed, predict, onnx.spec, detector, labels=onnx.labels)[f"{onnx.spec.margin:g}"]
     assert most_confident["recall"] == {"female": 1.0, "male": 0.0}
 
 
@@ -180,7 +181,7 @@ def test_flip_averages_raw_probabilities_before_the_temperature(
     image = read_photo(sample)
     face = find_face(image, detector)
     assert face is not None
-    batch = preprocess_faces(image, [face.box], onnx.spec)
+    batch = preprocess_faces(image, [face.box], onnx.spec, [face.eyes])
     mean = (predict(batch).astype(np.float64) + predict(batch[:, :, ::-1])) / 2
     _, probs = classify_photos([sample], predict, {"plain": onnx.spec}, detector, flip=True, temperature=2.0)
     np.testing.assert_allclose(probs["plain"], apply_temperature(mean, 2.0), rtol=1e-6)
