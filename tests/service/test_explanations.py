@@ -44,7 +44,12 @@ def test_explain_adds_one_grid_per_label_that_pools_to_the_served_probabilities(
         assert all(grid.std() > 0 for grid in grids.values())
         pooled = np.array([grids[label].mean() for label in info["labels"]])
         served = np.array([face["gender"][label] for label in info["labels"]])
-        np.testing.assert_allclose(softmax(pooled / info["temperature"]), served, atol=1e-3)
+        # One pass: the pooled maps are the logits. Flip-averaged, the maps and the probabilities are each the
+        # mean of two passes, and a mean of softmaxes is only near the softmax of the mean
+        # (tests/service/test_classifier.py checks both averages exactly).
+        tolerance = 0.03 if info["flip_average"] else 1e-3
+        np.testing.assert_allclose(softmax(pooled / info["temperature"]), served, atol=tolerance)
+        assert softmax(pooled).argmax() == served.argmax()
 
 
 def test_explain_false_and_bad_values(client, astronaut_jpeg):
