@@ -38,7 +38,7 @@ from training.datasets import (
 from training.external import ECE_BINS, Predict, classify_photos, expected_calibration_error, photo_figures
 from training.model import CLASS_MAPS_LAYER, has_class_maps
 from training.prepare import DETECTION_PAD
-from training.train import CHECKPOINT_NAME, SplitData, TrainConfig, load_samples, load_split_data
+from training.train import CHECKPOINT_NAME, STATE_NAME, SplitData, TrainConfig, load_samples, load_split_data
 
 EXPLANATIONS_DIR = "explanations"
 REPORT_DIR = "report"  # beside the checkpoint, unless evaluate is given --out
@@ -189,7 +189,15 @@ def leave_out_figures(
         raw = np.asarray(model.predict(x, batch_size=256, verbose=0), np.float32)
         return (raw + np.asarray(model.predict(x[:, :, ::-1], batch_size=256, verbose=0))) / 2 if flip else raw
 
-    out: dict[str, Any] = {"run": run_dir.name, "trained_on": sorted(trained), "sets": {}}
+    state_path = run_dir / STATE_NAME
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    out: dict[str, Any] = {
+        "run": run_dir.name,
+        "trained_on": sorted(trained),
+        "epochs": state.get("epochs_done"),
+        "faces_drawn": state.get("images"),
+        "sets": {},
+    }
     for source in sorted({s.source for s in test.samples}):
         if population(source) not in seen:
             index = np.array([i for i, s in enumerate(test.samples) if s.source == source])
@@ -566,10 +574,10 @@ def _cross_source_rows(summary: dict[str, Any]) -> list[str]:
         end_to_end = name.endswith("_end_to_end")
         context = "context" if source in CONTEXT_SOURCES else "tight crops"
         kind = f"external, {context}" if end_to_end else f"in-domain test split, {context}"
-        if name in left_out:
+        if population(source) == source:
+            without = "never in training"  # no population of the training data: every figure is left out
+        elif name in left_out:
             without = _pct(left_out[name])
-        elif end_to_end and population(source) == source:
-            without = "never in training"
         else:
             without = "not evaluated"
         found = _pct(fig.get("detection_rate")) if end_to_end else "n/a"
@@ -590,7 +598,8 @@ def _leave_out_lines(summary: dict[str, Any]) -> list[str]:
     lines = ["Models trained without a population, evaluated on the sets of the population they never saw:", ""]
     for run in runs:
         sets = ", ".join(f"{k} {_pct(v['balanced_accuracy'])}" for k, v in run["sets"].items())
-        lines.append(f"- `{run['run']}`, trained on {', '.join(run['trained_on'])}: {sets}.")
+        length = f" for {run['epochs']} epochs ({run['faces_drawn']:,} faces drawn)" if run.get("epochs") else ""
+        lines.append(f"- `{run['run']}`, trained on {', '.join(run['trained_on'])}{length}: {sets}.")
     return [*lines, ""]
 
 
