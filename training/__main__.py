@@ -77,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--no-balance", dest="balance", action="store_false", help="draw faces uniformly, not balanced by group"
     )
-    train.add_argument("--epoch-size", type=int, default=None, help="faces per epoch (default: the train split)")
-    train.add_argument("--epochs", type=int, default=None, help="most epochs (15); early stopping may end sooner")
+    train.add_argument(
+        "--epoch-size", type=int, default=None, help="faces drawn per epoch (default: the train split, at most 40,000)"
+    )
+    train.add_argument("--epochs", type=int, default=None, help="most epochs (18); early stopping may end sooner")
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--learning-rate", type=float, default=2e-3)
     train.add_argument("--patience", type=int, default=4, help="epochs without val improvement before stopping")

@@ -45,6 +45,7 @@ from training.prepare import DEFAULT_CACHE, DEFAULT_SHARED, build_crops, detect_
 CHECKPOINT_NAME = "best.keras"
 LAST_NAME = "last.keras"  # the model and optimizer after the last completed epoch
 STATE_NAME = "state.json"
+EPOCH_SIZE = 40_000  # faces drawn per epoch by default: the validation loss is checked this often
 LOG_NAME = "log.csv"
 LOG_COLUMNS = (
     "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy", "learning_rate", "seconds",
@@ -62,7 +63,7 @@ class TrainConfig:
     colour: str = "rgb"
     margin: float = 0.25
     square: bool = True
-    epochs: int = 15
+    epochs: int = 18
     batch_size: int = 64
     learning_rate: float = 2e-3
     patience: int = 4
@@ -77,7 +78,7 @@ class TrainConfig:
     augment: dict[str, float] | None = field(default_factory=lambda: Augment().to_dict())
     label_smoothing: float = 0.05
     balance: bool = True  # draw evenly over gender, and more evenly over race x age band, within each source
-    epoch_size: int | None = None  # faces drawn per epoch (default: the training split's size)
+    epoch_size: int | None = None  # faces drawn per epoch (default: the training split, at most EPOCH_SIZE)
 
     @property
     def crop_spec(self) -> CropSpec:
@@ -325,7 +326,7 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False) -> Path:
             metrics=["accuracy"],
         )
     weights = sampling_weights(train_set.samples) if config.balance else None
-    draws = config.epoch_size or len(train_set.y)
+    draws = config.epoch_size or min(len(train_set.y), EPOCH_SIZE)
     batches = math.ceil(draws / config.batch_size)
     for epoch in range(state.epochs_done, config.epochs):
         if state.stopped_early:
