@@ -156,7 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
         "for tight face crops such as gender_dataset_face (0.3); off by default",
     )
     evaluate.add_argument(
-        "--flip", action="store_true", help="with --external: average each face with its mirror image"
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --external: average each face with its mirror image, or not (default: as the model is served, "
+        "by its metadata's inference.flip_average or its run's evaluation.json)",
     )
     _add_common(evaluate)
 

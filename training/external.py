@@ -217,6 +217,7 @@ class SavedModel:
     temperature: float
     temperature_from: str
     detector: Backend
+    flip: bool = False  # whether it is served flip-averaged (the metadata's, or its evaluation's, choice)
 
 
 def load_saved_model(path: Path, detector: Backend = "blazeface") -> SavedModel:
@@ -232,6 +233,7 @@ def load_saved_model(path: Path, detector: Backend = "blazeface") -> SavedModel:
             onnx.temperature,
             "the model's metadata",
             detector,
+            onnx.flip_average,
         )
     if path.suffix != ".keras":
         raise DatasetError(f"{path}: expected a .keras checkpoint or an .onnx model")
@@ -243,13 +245,15 @@ def load_saved_model(path: Path, detector: Backend = "blazeface") -> SavedModel:
     model = keras.models.load_model(path, compile=False)
     evaluation = path.parent / "evaluation.json"
     fitted = evaluation.is_file()
+    evaluated = json.loads(evaluation.read_text()) if fitted else {}
     return SavedModel(
         lambda x: model.predict(x, batch_size=BATCH, verbose=0),
         config.crop_spec,
         LABELS,
-        float(json.loads(evaluation.read_text())["temperature"]) if fitted else 1.0,
+        float(evaluated["temperature"]) if fitted else 1.0,
         str(evaluation) if fitted else "none fitted (no evaluation.json beside the checkpoint): 1.0",
         config.detector,  # type: ignore[arg-type]
+        bool(evaluated.get("flip_average", False)),
     )
 
 
@@ -260,15 +264,17 @@ def evaluate_external(
     margins: Sequence[float] | None = None,
     *,
     pad: float = 0.0,
-    flip: bool = False,
+    flip: bool | None = None,
     limit: int | None = None,
     cache_dir: Path,
     shared_dir: Path,
     detector: Backend = "blazeface",
 ) -> dict[str, Any]:
     """``evaluate_photos`` of a saved model on each FORMAT:PATH photo set (``limit``: about that many photos
-    of each, evenly spread); print the table and write external.json to ``out_dir``, else beside the model."""
+    of each, evenly spread); print the table and write external.json to ``out_dir``, else beside the model.
+    ``flip`` None: flip-averaged as the model is served."""
     model = load_saved_model(model_path, detector)
+    flip = model.flip if flip is None else flip
     face_detector = create_detector(model.detector)
     sets = {}
     for spec in specs:

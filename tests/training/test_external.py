@@ -216,6 +216,19 @@ def test_cli_writes_external_json_without_the_training_data(
     assert f"| folder:{folder_set} | 0.2 | 5 | 4 (80.0%) |" in out
 
 
+@pytest.mark.parametrize(("option", "expected"), [([], None), (["--flip"], True), (["--no-flip"], False)])
+def test_flip_follows_how_the_model_is_served_unless_asked(
+    folder_set: Path, tmp_path: Path, option: list[str], expected: bool | None
+) -> None:
+    args = ["evaluate", str(BUNDLED_MODEL), "--external", f"folder:{folder_set}", "--limit", "2", *option]
+    assert (
+        main([*args, "--out", str(tmp_path), "--shared-dir", str(tmp_path / "none"), "--cache-dir", str(tmp_path)]) == 0
+    )
+    report = json.loads((tmp_path / "external.json").read_text())
+    served = GenderClassifier(BUNDLED_MODEL).flip_average
+    assert report["flip"] is (served if expected is None else expected)
+
+
 def test_an_onnx_model_is_evaluated_without_tensorflow(folder_set: Path, tmp_path: Path) -> None:
     code = (
         "import sys; from training.__main__ import main; "
