@@ -7,9 +7,10 @@ For each detector setting and each set, every whole photo goes through the detec
 is the detection matching the labelled box (IoU >= 0.3 or its centre inside it) where the set has boxes
 (celeba_wild), else the most confident detection (pixabay_portraits: one person per portrait). The
 bundled classifier then scores the face cropped as its metadata says, and cropped with eye alignment
-where the detector gives eyes. A photo whose face is not found counts as an error in balanced accuracy;
-ECE is over the found faces. The matching, crops and figures are training/external.py's, as in
-`python -m training evaluate MODEL --external SPEC`.
+where the detector gives eyes, flip-averaged when its metadata says so, as the service does. A photo
+whose face is not found counts as an error in balanced accuracy; ECE is over the found faces. The
+matching, crops and figures are training/external.py's, as in `python -m training evaluate MODEL
+--external SPEC`.
 The geometry section fits how BlazeFace's square boxes and eyes sit against res10's boxes on the same
 faces: the constants in service/blazeface.py and service/preprocess.py come from it.
 """
@@ -91,6 +92,7 @@ def run_setting(
             lambda x: session.run([output], {feed: x})[0],
             crops,
             detector,
+            flip=classifier.flip_average,
             temperature=classifier.temperature,
             labels=classifier.labels,
             threshold=setting.threshold,
@@ -141,7 +143,12 @@ def main() -> None:
         samples = load_extracted(extract_archive(args.shared / f"{name}.tar.gz", args.cache))
         data[name] = samples[:: max(1, len(samples) // args.limit)] if args.limit else samples
     classifier = GenderClassifier(BUNDLED_MODEL)
-    report: dict[str, Any] = {"machine": f"{machine()}, load average {os.getloadavg()[0]:.1f}", "results": {}}
+    report: dict[str, Any] = {
+        "machine": f"{machine()}, load average {os.getloadavg()[0]:.1f}",
+        "model": classifier.metadata["version"],
+        "flip_average": classifier.flip_average,
+        "results": {},
+    }
     picked = {}
     for setting in SETTINGS:
         results, picked[setting.label] = run_setting(setting, create_detector(setting.backend), classifier, data)  # type: ignore[arg-type]
