@@ -62,9 +62,7 @@ def ensure_peer(python: Path) -> Path:
     return python
 
 
-def labelled_photos(
-    count: int, out: Path, name: str = TIGHT_TEST_ARCHIVE, pad: bool = True
-) -> list[tuple[Path, str]]:
+def labelled_photos(count: int, out: Path, name: str = TIGHT_TEST_ARCHIVE, pad: bool = True) -> list[tuple[Path, str]]:
     """JPEGs of the first ``count`` images of a shared set in a seeded order, padded if asked, with their labels."""
     archive = DEFAULT_SHARED / f"{name}.tar.gz"
     if not archive.is_file():
