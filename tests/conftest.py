@@ -20,6 +20,24 @@ def read_fixture(name: str) -> npt.NDArray[np.uint8]:
     return np.asarray(image, dtype=np.uint8)
 
 
+def photo_variants(image: npt.NDArray[np.uint8], count: int) -> list[npt.NDArray[np.uint8]]:
+    """``count`` different photos of one scene: shifted and brightened a little, every other one mirrored."""
+    out = []
+    for i in range(count):
+        shifted = np.roll(image, 6 * i, axis=1)
+        out.append(np.clip(shifted.astype(int) + 8 * i, 0, 255).astype(np.uint8)[:, :: (-1) ** i])
+    return out
+
+
+def write_labelled_variants(folder: Path, gender: str, image: npt.NDArray[np.uint8], splits: list[str]) -> list[str]:
+    """One variant of ``image`` per split, written as ``GENDER-I.jpg``; their labels.csv rows (path,gender,split)."""
+    rows = []
+    for i, (photo, split) in enumerate(zip(photo_variants(image, len(splits)), splits, strict=True)):
+        cv2.imwrite(str(folder / f"{gender}-{i}.jpg"), photo)
+        rows.append(f"{gender}-{i}.jpg,{gender},{split}")
+    return rows
+
+
 @pytest.fixture
 def astronaut() -> npt.NDArray[np.uint8]:
     """A public-domain NASA portrait with exactly one face (BGR)."""

@@ -35,7 +35,14 @@ from training.datasets import (
     load_extracted,
     population,
 )
-from training.external import ECE_BINS, Predict, classify_photos, expected_calibration_error, photo_figures
+from training.external import (
+    ECE_BINS,
+    Predict,
+    classify_photos,
+    expected_calibration_error,
+    photo_figures,
+    recall_figures,
+)
 from training.model import CLASS_MAPS_LAYER, has_class_maps
 from training.prepare import DETECTION_PAD
 from training.train import CHECKPOINT_NAME, STATE_NAME, SplitData, TrainConfig, load_samples, load_split_data
@@ -59,15 +66,10 @@ def fit_temperature(probs: npt.NDArray[np.float32], y: npt.NDArray[np.int64]) ->
 
 def classification_figures(probs: npt.NDArray[np.float64], y: npt.NDArray[np.int64]) -> dict[str, Any]:
     """Accuracy, balanced accuracy, per-class recall and ROC AUC (male as the positive class)."""
-    pred = probs.argmax(axis=1)
-    recall = {label: float((pred[y == i] == i).mean()) if (y == i).any() else None for i, label in enumerate(LABELS)}
-    present = [r for r in recall.values() if r is not None]
     both = len(set(y.tolist())) == 2
     return {
         "n": len(y),
-        "accuracy": float((pred == y).mean()) if len(y) else None,
-        "balanced_accuracy": float(np.mean(present)) if present else None,
-        "recall": recall,
+        **recall_figures(probs, y),
         "roc_auc": float(roc_auc_score(y, probs[:, 1])) if both else None,
     }
 
@@ -160,9 +162,10 @@ def flip_averaged(predict: Predict, x: npt.NDArray[np.float32]) -> npt.NDArray[n
 def choose_flip(predict: Predict, val_x: npt.NDArray[np.float32], val_y: npt.NDArray[np.int64]) -> dict[str, Any]:
     """Fit a temperature with and without flip-averaging on validation; keep flip-averaging if it lowers
     the calibrated log-loss there."""
+    plain = predict(val_x)
+    averaged = (plain + predict(val_x[:, :, ::-1])) / 2.0  # flip_averaged, reusing the plain pass
     options = {}
-    for flip in (False, True):
-        raw = flip_averaged(predict, val_x) if flip else predict(val_x)
+    for flip, raw in ((False, plain), (True, averaged)):
         t = fit_temperature(raw, val_y)
         p = apply_temperature(raw, t)[np.arange(len(val_y)), val_y]
         options[flip] = {"temperature": t, "val_log_loss": float(-np.mean(np.log(np.clip(p, 1e-12, 1.0))))}
@@ -185,9 +188,11 @@ def leave_out_figures(
     seen = {population(source) for source in trained}
     model = keras.models.load_model(run_dir / CHECKPOINT_NAME, compile=False)
 
+    def one_pass(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return np.asarray(model.predict(x, batch_size=256, verbose=0), np.float32)
+
     def predict(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        raw = np.asarray(model.predict(x, batch_size=256, verbose=0), np.float32)
-        return (raw + np.asarray(model.predict(x[:, :, ::-1], batch_size=256, verbose=0))) / 2 if flip else raw
+        return flip_averaged(one_pass, x) if flip else one_pass(x)
 
     state_path = run_dir / STATE_NAME
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}

@@ -189,7 +189,8 @@ def evaluate_photos(
     return {name: photo_figures(samples, p) for name, p in probs.items()}
 
 
-def _figures(probs: npt.NDArray[np.float64], y: npt.NDArray[np.int64]) -> dict[str, Any]:
+def recall_figures(probs: npt.NDArray[Any], y: npt.NDArray[np.int64]) -> dict[str, Any]:
+    """Balanced accuracy, per-class recall (None for a class the set lacks) and accuracy of argmax predictions."""
     pred = probs.argmax(axis=1)
     recall = {label: float((pred[y == i] == i).mean()) if (y == i).any() else None for i, label in enumerate(LABELS)}
     present = [r for r in recall.values() if r is not None]
@@ -197,8 +198,11 @@ def _figures(probs: npt.NDArray[np.float64], y: npt.NDArray[np.int64]) -> dict[s
         "balanced_accuracy": float(np.mean(present)) if present else None,
         "recall": recall,
         "accuracy": float((pred == y).mean()) if len(y) else None,
-        "ece": expected_calibration_error(probs, y) if len(y) else None,
     }
+
+
+def _figures(probs: npt.NDArray[np.float64], y: npt.NDArray[np.int64]) -> dict[str, Any]:
+    return {**recall_figures(probs, y), "ece": expected_calibration_error(probs, y) if len(y) else None}
 
 
 def _shift(det: Detection, by: int) -> Detection:

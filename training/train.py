@@ -39,6 +39,7 @@ from training.datasets import (
     load_extracted,
     load_spec,
 )
+from training.external import recall_figures
 from training.model import build_model
 from training.prepare import DEFAULT_CACHE, DEFAULT_SHARED, build_crops, detect_samples, outcome_text
 
@@ -239,12 +240,11 @@ def validation_figures(model: keras.Model, val: SplitData) -> dict[str, float]:
     """Log-loss (without label smoothing), accuracy and balanced accuracy on the serving crops."""
     probs = model.predict(val.x, batch_size=256, verbose=0)
     p = np.clip(probs[np.arange(len(val.y)), val.y], 1e-7, 1.0)
-    pred = probs.argmax(axis=1)
-    recalls = [float((pred[val.y == i] == i).mean()) for i in range(len(LABELS)) if (val.y == i).any()]
+    figures = recall_figures(probs, val.y)
     return {
         "val_loss": float(-np.log(p).mean()),
-        "val_accuracy": float((pred == val.y).mean()),
-        "val_balanced_accuracy": float(np.mean(recalls)),
+        "val_accuracy": figures["accuracy"],
+        "val_balanced_accuracy": figures["balanced_accuracy"],
     }
 
 

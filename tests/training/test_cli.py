@@ -45,33 +45,18 @@ def test_unknown_data_format_is_a_usage_error(tmp_path):
     assert "folder:DIR" in result.stderr
 
 
-def variants(image, count: int) -> list:
-    """``count`` different photos of the same scene: mirrored, shifted and brightened a little."""
-    import numpy as np
-
-    out = []
-    for i in range(count):
-        shifted = np.roll(image, 6 * i, axis=1)
-        out.append(np.clip(shifted.astype(int) + 8 * i, 0, 255).astype(np.uint8)[:, :: (-1) ** i])
-    return out
-
-
 @pytest.fixture
 def one_class_test_csv(tmp_path):
     """A CSV dataset of real photos whose test split holds women only, and two images without a face."""
     import cv2
     import numpy as np
 
-    from tests.conftest import ROOT, read_fixture
+    from tests.conftest import ROOT, read_fixture, write_labelled_variants
 
     woman = read_fixture("astronaut.jpg")
     man = cv2.imread(str(ROOT / "benchmarks" / "photos" / "camera.jpg"))
-    rows = []
-    for gender, image, splits in (("female", woman, ["train"] * 4 + ["val"] * 2 + ["test"] * 2),
-                                  ("male", man, ["train"] * 4 + ["val"] * 2)):  # fmt: skip
-        for i, (photo, split) in enumerate(zip(variants(image, len(splits)), splits, strict=True)):
-            cv2.imwrite(str(tmp_path / f"{gender}-{i}.jpg"), photo)
-            rows.append(f"{gender}-{i}.jpg,{gender},{split}")
+    rows = write_labelled_variants(tmp_path, "female", woman, ["train"] * 4 + ["val"] * 2 + ["test"] * 2)
+    rows += write_labelled_variants(tmp_path, "male", man, ["train"] * 4 + ["val"] * 2)
     for i, split in enumerate(("train", "test")):  # flat grey: no detector finds a face there
         cv2.imwrite(str(tmp_path / f"none-{i}.jpg"), np.full((240, 320, 3), 90 + 60 * i, np.uint8))
         rows.append(f"none-{i}.jpg,female,{split}")

@@ -20,7 +20,7 @@ from service.config import BUNDLED_MODEL
 from service.detection import Detection, FaceDetector
 from service.detector import create_detector
 from service.preprocess import preprocess_faces
-from tests.conftest import ROOT, read_fixture
+from tests.conftest import ROOT, photo_variants, read_fixture
 from training.__main__ import main
 from training.datasets import Sample, load_spec
 from training.external import Predict, classify_photos, evaluate_photos, find_face, read_photo
@@ -57,22 +57,13 @@ def detector() -> FaceDetector:
     return create_detector("blazeface")
 
 
-def variants(image: Photo, count: int) -> list[Photo]:
-    """``count`` different photos of one scene: shifted and brightened a little, every other one mirrored."""
-    out = []
-    for i in range(count):
-        shifted = np.roll(image, 6 * i, axis=1)
-        out.append(np.clip(shifted.astype(int) + 8 * i, 0, 255).astype(np.uint8)[:, :: (-1) ** i])
-    return out
-
-
 @pytest.fixture(scope="module")
 def folder_set(tmp_path_factory: pytest.TempPathFactory, woman: Photo, man: Photo) -> Path:
     """folder:DIR with two women, two men and, labelled female, a photo with no face."""
     root = tmp_path_factory.mktemp("folder_set")
     for gender, image in (("female", woman), ("male", man)):
         (root / gender).mkdir()
-        for i, photo in enumerate(variants(image, 2)):
+        for i, photo in enumerate(photo_variants(image, 2)):
             cv2.imwrite(str(root / gender / f"{i}.jpg"), photo)
     cv2.imwrite(str(root / "female" / "coffee.jpg"), read_fixture("coffee.jpg"))
     return root

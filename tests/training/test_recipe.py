@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from service.preprocess import Box, CropSpec, crop_face
-from tests.conftest import ROOT, read_fixture
+from tests.conftest import ROOT, read_fixture, write_labelled_variants
 from training.datasets import Sample
 
 pytestmark = pytest.mark.train
@@ -128,15 +128,11 @@ def test_draws_balance_gender_within_each_source_and_keep_its_share():
 
 @pytest.fixture
 def tiny_csv(tmp_path: Path) -> Path:
-    """Real faces: the astronaut and the cameraman, each mirrored and shifted into several photos."""
-    woman = read_fixture("astronaut.jpg")
+    """Real faces: the astronaut and the cameraman, each shifted, brightened and mirrored into several photos."""
     man = cv2.imread(str(ROOT / "benchmarks" / "photos" / "camera.jpg"))
     rows = []
-    for gender, image in (("female", woman), ("male", man)):
-        for i, split in enumerate(["train"] * 6 + ["val"] * 2):
-            photo = np.roll(image, 5 * i, axis=1)[:, :: (-1) ** i]
-            cv2.imwrite(str(tmp_path / f"{gender}-{i}.jpg"), photo)
-            rows.append(f"{gender}-{i}.jpg,{gender},{split}")
+    for gender, image in (("female", read_fixture("astronaut.jpg")), ("male", man)):
+        rows += write_labelled_variants(tmp_path, gender, image, ["train"] * 6 + ["val"] * 2)
     labels = tmp_path / "labels.csv"
     labels.write_text("path,gender,split\n" + "\n".join(rows) + "\n")
     return labels
