@@ -182,7 +182,7 @@ def load_dlib_weights(model: keras.Model, network: DlibNetwork) -> None:
     for (con, affine), target in zip(pairs, convs, strict=True):
         weights = con.arrays["weights"].transpose(2, 3, 1, 0)  # (out, in, rows, cols) -> (rows, cols, in, out)
         gamma, beta = affine.arrays["gamma"], affine.arrays["beta"]
-        kernel, bias = target.get_weights()
+        kernel = target.get_weights()[0]
         if weights.shape != kernel.shape:
             raise ValueError(f"{target.name}: dlib kernel {weights.shape} against Keras {kernel.shape}")
         target.set_weights([weights * gamma, con.arrays["biases"] * gamma + beta])
