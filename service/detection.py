@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from service.preprocess import Box, Point
+from service.preprocess import KEYPOINTS, Box, Point
 
 # Landmark names, as the subject sees them: "right_eye" is the eye on the image's left in an upright photo.
 LANDMARKS = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
@@ -39,6 +39,13 @@ class Detection:
         if self.landmarks is None:
             return None
         return self.landmarks["right_eye"], self.landmarks["left_eye"]
+
+    @property
+    def keypoints(self) -> tuple[Point, ...] | None:
+        """The points a template crop is fitted to (``service.preprocess.KEYPOINTS``), when known."""
+        if self.landmarks is None:
+            return None
+        return tuple(self.landmarks[name] for name in KEYPOINTS if name in self.landmarks)
 
 
 class FaceDetector(Protocol):

@@ -80,7 +80,7 @@ class Pipeline:
         found = self.detect(image.bgr, options.detection_threshold)
         kept = [d for d in found if min(d.box.width, d.box.height) >= options.min_face_size][: options.max_faces]
         detected = time.perf_counter()
-        batch = preprocess_faces(image.bgr, [d.box for d in kept], self.classifier.spec, [d.eyes for d in kept])
+        batch = preprocess_faces(image.bgr, [d.box for d in kept], self.classifier.spec, [d.keypoints for d in kept])
         probs, maps = (
             self.classifier.classify_with_maps(batch) if options.explain else (self.classifier.classify(batch), None)
         )

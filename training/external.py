@@ -116,7 +116,7 @@ def classify_photos(
                 continue
             rows.append(i)
             for name, spec in crops.items():
-                batches[name].append(preprocess_faces(image, [face.box], spec, [face.eyes]))
+                batches[name].append(preprocess_faces(image, [face.box], spec, [face.keypoints]))
         if not rows:
             continue
         for name, parts in batches.items():

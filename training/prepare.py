@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.detector import Backend, Detection, FaceDetector, create_detector
-from service.preprocess import Box, CropSpec, Point, crop_face
+from service.preprocess import KEYPOINTS, Box, CropSpec, Point, crop_face
 from training.datasets import DatasetError, Sample, extract_archive
 
 DEFAULT_CACHE = Path(os.environ.get("FACEGENDER_CACHE", Path.home() / ".cache" / "facegender"))
@@ -76,7 +76,12 @@ class FaceRecord:
     box: Box | None
     score: float
     status: str  # "ok", "no_face" or "unreadable"
-    eyes: tuple[Point, Point] | None = None  # the subject's right and left eye, where the detector finds them
+    # The face's keypoints (service.preprocess.KEYPOINTS: the eyes, nose tip, mouth), where the detector finds them.
+    points: tuple[Point, ...] | None = None
+
+    @property
+    def eyes(self) -> tuple[Point, Point] | None:
+        return None if self.points is None else (self.points[0], self.points[1])
 
 
 _WORKER_DETECTOR: FaceDetector | None = None
@@ -97,14 +102,15 @@ def _detect_one(item: tuple[str, tuple[int, int, int, int] | None]) -> tuple[str
     found = find_training_face(image, _WORKER_DETECTOR, region)
     if found is None:
         return path, FaceRecord(None, 0.0, "no_face")
-    return path, FaceRecord(found.box, found.score, "ok", found.eyes)
+    return path, FaceRecord(found.box, found.score, "ok", found.keypoints)
 
 
-EYE_COLUMNS = ("right_eye_x", "right_eye_y", "left_eye_x", "left_eye_y")
+POINT_COLUMNS = tuple(f"{name}_{axis}" for name in KEYPOINTS for axis in "xy")
 
 
 def detection_cache_path(cache_dir: Path, backend: Backend) -> Path:
-    return cache_dir / f"detections-{backend}.csv"
+    # "-keypoints": the cache of earlier versions kept the eyes alone and is not read.
+    return cache_dir / f"detections-{backend}-keypoints.csv"
 
 
 def load_detections(cache_dir: Path, backend: Backend = "blazeface") -> dict[str, FaceRecord]:
@@ -115,11 +121,11 @@ def load_detections(cache_dir: Path, backend: Backend = "blazeface") -> dict[str
     with path.open(newline="") as handle:
         for row in csv.DictReader(handle):
             box = Box(int(row["x"]), int(row["y"]), int(row["width"]), int(row["height"])) if row["x"] else None
-            eyes = None
+            points = None
             if row.get("right_eye_x"):
-                rx, ry, lx, ly = (float(row[k]) for k in EYE_COLUMNS)
-                eyes = ((rx, ry), (lx, ly))
-            records[row["path"]] = FaceRecord(box, float(row["score"]), row["status"], eyes)
+                values = [float(row[k]) for k in POINT_COLUMNS]
+                points = tuple((values[i], values[i + 1]) for i in range(0, len(values), 2))
+            records[row["path"]] = FaceRecord(box, float(row["score"]), row["status"], points)
     return records
 
 
@@ -133,7 +139,7 @@ def detect_samples(
         return records
     path = detection_cache_path(cache_dir, backend)
     path.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not path.is_file()
+    new_file = not path.is_file() or path.stat().st_size == 0  # a run stopped before its header wrote nothing
     started = time.monotonic()
     with (
         path.open("a", newline="") as handle,
@@ -143,13 +149,14 @@ def detect_samples(
     ):
         writer = csv.writer(handle)
         if new_file:
-            writer.writerow(["path", "x", "y", "width", "height", "score", "status", *EYE_COLUMNS])
+            writer.writerow(["path", "x", "y", "width", "height", "score", "status", *POINT_COLUMNS])
         outcomes: Counter[str] = Counter()
         for done, (image_path, record) in enumerate(pool.imap_unordered(_detect_one, todo, chunksize=32), 1):
             box = record.box
             coords = [box.x, box.y, box.width, box.height] if box else ["", "", "", ""]
-            eyes = [f"{v:.1f}" for point in record.eyes for v in point] if record.eyes else [""] * 4
-            writer.writerow([image_path, *coords, f"{record.score:.4f}", record.status, *eyes])
+            points = record.points if record.points and len(record.points) == len(KEYPOINTS) else None
+            values = [f"{v:.1f}" for point in points for v in point] if points else [""] * len(POINT_COLUMNS)
+            writer.writerow([image_path, *coords, f"{record.score:.4f}", record.status, *values])
             records[image_path] = record
             outcomes[record.status] += 1
             if done % 2000 == 0 or done == len(todo):
@@ -192,7 +199,7 @@ def build_crops(
         image = read_image(sample.path)
         record = records[str(sample.path)]
         assert image is not None and record.box is not None
-        crops[i] = crop_face(image, record.box, spec, record.eyes)
+        crops[i] = crop_face(image, record.box, spec, record.points)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, crops)
     return usable, crops

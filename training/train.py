@@ -80,6 +80,9 @@ class TrainConfig:
     label_smoothing: float = 0.05
     balance: bool = True  # draw evenly over gender, and more evenly over race x age band, within each source
     epoch_size: int | None = None  # faces drawn per epoch (default: the training split, at most EPOCH_SIZE)
+    scale: float = 1.0 / 255.0  # model input = pixel * scale
+    template: list[list[float]] | None = None  # the template crop's keypoint places (service.preprocess)
+    head: str | None = None  # a pretrained backbone's head (training.transfer): "logistic" or "mlp"
 
     @property
     def crop_spec(self) -> CropSpec:
@@ -88,8 +91,10 @@ class TrainConfig:
             colour=self.colour,  # type: ignore[arg-type]
             margin=self.margin,
             square=self.square,
+            scale=self.scale,
             align=self.align,
             outside=self.outside,  # type: ignore[arg-type]
+            template=None if self.template is None else tuple((x, y) for x, y in self.template),
         )
 
     @property

@@ -11,6 +11,7 @@ from service.preprocess import (
     crop_face,
     crop_region,
     preprocess_faces,
+    template_matrix,
     to_model_input,
 )
 
@@ -147,3 +148,63 @@ def test_without_align_in_the_spec_eyes_change_nothing(astronaut):
 def test_align_round_trips_through_the_metadata_dict():
     assert CropSpec.from_dict(CropSpec(align=True).to_dict()).align is True
     assert CropSpec.from_dict({"size": 64}).align is False
+
+
+TEMPLATE = ((44.6, 44.8), (100.5, 44.1), (72.3, 79.4), (73.1, 106.1))
+
+
+def _dots(points, size=(400, 300)):
+    """A black image with a white dot at each point, one colour channel per dot so each can be found again."""
+    image = np.zeros((size[1], size[0], 3), np.uint8)
+    for i, (x, y) in enumerate(points):
+        cv2.circle(image, (round(x), round(y)), 4, [255 if c == i % 3 else 0 for c in range(3)], -1)
+    return image
+
+
+def test_template_fit_recovers_a_known_similarity_transform():
+    angle, scale, shift = np.deg2rad(17.0), 1.7, np.array([30.0, -12.0])
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    # Points that the transform maps exactly onto the template.
+    points = [tuple(np.linalg.solve(rotation, np.array(t) - shift)) for t in TEMPLATE]
+    matrix = template_matrix(points, TEMPLATE)
+    assert np.allclose(matrix[:, :2], rotation, atol=1e-9) and np.allclose(matrix[:, 2], shift, atol=1e-9)
+
+
+def test_template_crop_puts_the_keypoints_on_the_template():
+    # A face turned 20 degrees and 2.3 times the chip's scale, its keypoints drawn as dots.
+    angle, scale = np.deg2rad(-20.0), 2.3
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    points = [tuple(rotation @ (np.array(t) - 75.0) + np.array([200.0, 150.0])) for t in TEMPLATE]
+    spec = CropSpec(size=150, scale=1.0, outside="edge", template=TEMPLATE)
+    chip = crop_face(_dots(points), Box(100, 50, 200, 200), spec, points)
+    assert chip.shape == (150, 150, 3)
+    for i, (tx, ty) in enumerate(TEMPLATE):
+        channel = chip[:, :, 2 - i % 3].astype(np.float64)  # the crop is RGB, the drawing BGR
+        ys, xs = np.nonzero(channel > 100)
+        near = (np.abs(xs - tx) < 12) & (np.abs(ys - ty) < 12)
+        assert near.sum() > 5, f"no dot near template point {i}"
+        assert abs(xs[near].mean() - tx) < 1.5 and abs(ys[near].mean() - ty) < 1.5
+
+
+def test_template_crop_with_the_eyes_alone_fits_them_exactly():
+    eyes = [(120.0, 100.0), (180.0, 110.0)]
+    matrix = template_matrix(eyes, TEMPLATE)
+    mapped = [matrix[:, :2] @ np.array(p) + matrix[:, 2] for p in eyes]
+    assert np.allclose(mapped, TEMPLATE[:2], atol=1e-9)
+
+
+def test_template_spec_round_trips_through_its_metadata_and_names_its_kind():
+    spec = CropSpec(size=150, scale=1.0, template=TEMPLATE)
+    data = spec.to_dict()
+    assert data["template"] == [list(p) for p in TEMPLATE]
+    assert CropSpec.from_dict(data) == spec and spec.kind == "template"
+    assert "template" not in CropSpec().to_dict() and CropSpec().kind == "box" and CropSpec(align=True).kind == "eyes"
+    with pytest.raises(ValueError, match="keypoints"):
+        CropSpec(template=((1.0, 1.0),))
+
+
+def test_template_spec_without_keypoints_falls_back_to_the_box_crop():
+    image = np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    box = Box(50, 50, 80, 80)
+    spec = CropSpec(size=150, scale=1.0, margin=0.25, template=TEMPLATE)
+    assert np.array_equal(crop_face(image, box, spec), crop_face(image, box, CropSpec(size=150, margin=0.25)))

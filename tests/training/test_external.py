@@ -172,7 +172,7 @@ def test_flip_averages_raw_probabilities_before_the_temperature(
     image = read_photo(sample)
     face = find_face(image, detector)
     assert face is not None
-    batch = preprocess_faces(image, [face.box], onnx.spec, [face.eyes])
+    batch = preprocess_faces(image, [face.box], onnx.spec, [face.keypoints])
     mean = (predict(batch).astype(np.float64) + predict(batch[:, :, ::-1])) / 2
     _, probs = classify_photos([sample], predict, {"plain": onnx.spec}, detector, flip=True, temperature=2.0)
     np.testing.assert_allclose(probs["plain"], apply_temperature(mean, 2.0), rtol=1e-6)
