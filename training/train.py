@@ -281,7 +281,7 @@ def _save_model(model: keras.Model, path: Path) -> None:
     os.replace(partial, path)
 
 
-def _append_log(path: Path, row: dict[str, float]) -> None:
+def append_log(path: Path, row: dict[str, float]) -> None:
     new = not path.is_file()
     with path.open("a") as handle:
         if new:
@@ -367,7 +367,7 @@ def train(config: TrainConfig, out_dir: Path, resume: bool = False) -> Path:
                 state.learning_rate = max(state.learning_rate * 0.5, 1e-5)
         state.stopped_early = state.epochs_without_gain >= config.patience
         state.epochs_done, state.seconds, state.images = epoch + 1, state.seconds + seconds, state.images + draws
-        _append_log(out_dir / LOG_NAME, row)
+        append_log(out_dir / LOG_NAME, row)
         _save_model(model, last_path)
         state.save(state_path)  # last: a run cut off before this line repeats the epoch
         print(

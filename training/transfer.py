@@ -28,11 +28,11 @@ from training.external import recall_figures
 from training.prepare import detect_samples, outcome_text
 from training.train import (
     CHECKPOINT_NAME,
-    LOG_COLUMNS,
     LOG_NAME,
     STATE_NAME,
     RunState,
     TrainConfig,
+    append_log,
     load_samples,
     sampling_weights,
 )
@@ -120,11 +120,7 @@ class _ServedValidation(keras.callbacks.Callback):
             "seconds": time.monotonic() - self.started,
         }
         self.started = time.monotonic()
-        new = not self.log_path.is_file()
-        with self.log_path.open("a") as handle:
-            if new:
-                handle.write(",".join(LOG_COLUMNS) + "\n")
-            handle.write(",".join(str(int(row[c])) if c == "epoch" else f"{row[c]:.6g}" for c in LOG_COLUMNS) + "\n")
+        append_log(self.log_path, row)
         if loss < self.best_loss:
             self.best_loss, self.best_weights, self.best_epoch = loss, self.model.get_weights(), epoch
         print(

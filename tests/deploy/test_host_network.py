@@ -33,11 +33,13 @@ def compose_config() -> dict[str, Any]:
     """Both files merged and interpolated by Compose v2 itself."""
     if shutil.which("docker") is None:
         unavailable("needs the docker CLI with Compose v2 (deploy/local-engine.sh installs it)")
+    # A docker CLI without the Compose v2 plugin rejects `compose` or, as Debian's does, its first flag.
+    plugin = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=60, check=False)
+    if plugin.returncode != 0 or "compose" not in plugin.stdout.lower():
+        unavailable("needs Compose v2 (`docker compose`; deploy/local-engine.sh installs it)")
     files = ["--file", str(COMPOSE_FILE), "--file", str(HOST_NETWORK_OVERRIDE)]
     result = subprocess.run(["docker", "compose", "--project-directory", str(ROOT), *files, "config"],
                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-    if result.returncode != 0 and "compose" in result.stderr and "unknown" in result.stderr:
-        unavailable("needs Compose v2 (`docker compose`; deploy/local-engine.sh installs it)")
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = yaml.safe_load(result.stdout)
     return config

@@ -78,3 +78,16 @@ def test_reader_walks_the_whole_resnet_file():
     assert kinds.count("add_prev") == 14 and kinds[-1] == "fc"
     assert network.input["rows"] == network.input["cols"] == 150
     assert network.layers[-1].arrays["weights"].shape == (256, 128)
+
+
+@pytest.mark.train
+def test_head_and_backbone_form_one_chip_classifier():
+    from training.backbone import build_dlib_resnet
+    from training.transfer import build_chip_classifier, build_head
+
+    head = build_head("mlp", np.zeros(128, np.float32), np.ones(128, np.float32))
+    model = build_chip_classifier(build_dlib_resnet(), head)
+    probs = model.predict(np.full((2, 150, 150, 3), 128.0, np.float32), verbose=0)
+    assert probs.shape == (2, 2) and np.allclose(probs.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="unknown head"):
+        build_head("forest", np.zeros(128), np.ones(128))
