@@ -243,6 +243,7 @@ def load_saved_model(path: Path, detector: Backend = "blazeface") -> SavedModel:
         raise DatasetError(f"{path}: expected a .keras checkpoint or an .onnx model")
     import keras
 
+    import training.model  # noqa: F401  (registers the backbone layers load_model needs)
     from training.train import TrainConfig
 
     config = TrainConfig(**json.loads((path.parent / "config.json").read_text()))

@@ -13,6 +13,9 @@ from pathlib import Path
 import keras
 from keras import layers
 
+# The dlib ResNet's own layers, registered so that load_model reads checkpoints built on that backbone.
+import training.backbone  # noqa: F401
+
 NUM_CLASSES = 2
 CLASS_MAPS_LAYER = "class_maps"
 
