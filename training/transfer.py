@@ -95,12 +95,14 @@ def flip_averaged_probs(head: keras.Model, d: Descriptors) -> npt.NDArray[np.flo
 
 
 class _ServedValidation(keras.callbacks.Callback):
-    """Validation as served (flip-averaged), logged in train's log format; keeps the best weights."""
+    """Validation as served (flip-averaged), logged in train's log format; keeps the best weights and stops
+    after ``patience`` epochs without a lower loss."""
 
-    def __init__(self, val: Descriptors, log_path: Path) -> None:
+    def __init__(self, val: Descriptors, log_path: Path, patience: int) -> None:
         super().__init__()
-        self.val, self.log_path = val, log_path
+        self.val, self.log_path, self.patience = val, log_path, patience
         self.best_loss, self.best_weights, self.best_epoch = np.inf, None, -1
+        self.epochs = 0
         self.started = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -121,8 +123,11 @@ class _ServedValidation(keras.callbacks.Callback):
         }
         self.started = time.monotonic()
         append_log(self.log_path, row)
+        self.epochs = epoch + 1
         if loss < self.best_loss:
             self.best_loss, self.best_weights, self.best_epoch = loss, self.model.get_weights(), epoch
+        elif epoch - self.best_epoch >= self.patience:
+            self.model.stop_training = True
         print(
             f"  epoch {epoch + 1}: val loss {loss:.4f} (flip-averaged), balanced accuracy "
             f"{100 * figures['balanced_accuracy']:.2f}%",
@@ -181,21 +186,17 @@ def train_head(config: TrainConfig, out_dir: Path) -> Path:
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
-    validation = _ServedValidation(val_set, out_dir / LOG_NAME)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)
-    val_rows = (np.concatenate([val_set.plain, val_set.mirrored]), keras.utils.to_categorical(
-        np.concatenate([val_set.y, val_set.y]), len(LABELS)))  # fmt: skip
+    validation = _ServedValidation(val_set, out_dir / LOG_NAME, config.patience)
     fit_started = time.monotonic()
     head.fit(
         x,
         keras.utils.to_categorical(y, len(LABELS)),
         sample_weight=weights,
-        validation_data=val_rows,
         batch_size=config.batch_size,
         epochs=config.epochs,
         shuffle=True,
         verbose=0,
-        callbacks=[validation, stop],
+        callbacks=[validation],
     )
     fit_seconds = time.monotonic() - fit_started
     assert validation.best_weights is not None
@@ -203,7 +204,7 @@ def train_head(config: TrainConfig, out_dir: Path) -> Path:
     model = build_chip_classifier(backbone, head)
     checkpoint = out_dir / CHECKPOINT_NAME
     model.save(checkpoint)
-    epochs = len(_read_rows(out_dir / LOG_NAME))
+    epochs = validation.epochs
     RunState(
         epochs_done=epochs,
         best_val_loss=validation.best_loss,
@@ -231,7 +232,3 @@ def train_head(config: TrainConfig, out_dir: Path) -> Path:
         f"wrote {checkpoint}"
     )
     return checkpoint
-
-
-def _read_rows(path: Path) -> list[str]:
-    return path.read_text().splitlines()[1:] if path.is_file() else []
